@@ -1,0 +1,150 @@
+"""Modifications (add, remove, change colour/shape/size, move) and their sampling."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Collection
+
+from .config import load_config
+from .scene import Obj, Scene
+
+
+@dataclass(frozen=True)
+class Modification:
+    """One edit of a scene.
+
+    `obj` is the object acted on as it is in the reference (for "add": the new
+    object). `value` is the new colour/shape/size name, or for "move" the
+    destination cell; None for "add" and "remove".
+    """
+
+    kind: str
+    obj: Obj
+    value: str | int | None = None
+
+    def changed_cells(self) -> set[int]:
+        """Cells whose content differs between reference and target."""
+        return {self.obj.cell, self.value} if self.kind == "move" else {self.obj.cell}  # type: ignore[arg-type]
+
+    def new_object(self) -> Obj | None:
+        """The object as it is in the target (None for "remove")."""
+        k, o, v = self.kind, self.obj, self.value
+        if k == "add":
+            return o
+        if k == "remove":
+            return None
+        if k == "move":
+            return o.with_(cell=int(v))  # type: ignore[arg-type]
+        if k in ("colour", "shape", "size"):
+            return o.with_(**{k: v})
+        raise ValueError(f"unknown modification kind {k!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "object": self.obj.to_json(), "value": self.value}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Modification":
+        return cls(kind=d["kind"], obj=Obj.from_json(d["object"]), value=d["value"])
+
+
+def apply(scene: Scene, mod: Modification) -> Scene:
+    """The scene with `mod` applied; raises ValueError if it does not apply."""
+    cfg = load_config()
+    present = scene.at(mod.obj.cell)
+    if mod.kind == "add":
+        if present is not None:
+            raise ValueError(f"cannot add at occupied cell {mod.obj.cell} of {scene}")
+        out = scene.with_object(mod.obj)
+    else:
+        if present != mod.obj:
+            raise ValueError(f"{mod.obj} is not in {scene}")
+        out = scene.without(mod.obj.cell)
+        new = mod.new_object()
+        if new is not None:
+            if out.at(new.cell) is not None:
+                raise ValueError(f"cannot move onto occupied cell {new.cell} of {scene}")
+            out = out.with_object(new)
+    if not cfg.min_objects <= len(out) <= cfg.max_objects:
+        raise ValueError(f"{mod} leaves {len(out)} objects; allowed {cfg.min_objects}..{cfg.max_objects}")
+    return out
+
+
+def allowed_pairs(forbidden: Collection[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    cfg = load_config()
+    return [(c, s) for c in cfg.colours for s in cfg.shapes if (c, s) not in forbidden]
+
+
+def random_scene(rng: random.Random, n_objects: int, forbidden: Collection[tuple[str, str]] = ()) -> Scene:
+    """`n_objects` objects on distinct random cells, no (colour, shape) pair in `forbidden`."""
+    cfg = load_config()
+    pairs = allowed_pairs(forbidden)
+    objs = []
+    for cell in rng.sample(range(cfg.n_cells), n_objects):
+        colour, shape = rng.choice(pairs)
+        objs.append(Obj(cell, colour, shape, rng.choice(cfg.size_names)))
+    return Scene(objs)
+
+
+def options(
+    scene: Scene,
+    kind: str,
+    *,
+    forbidden: Collection[tuple[str, str]] = (),
+    require: Collection[tuple[str, str]] | None = None,
+    protected: Collection[int] = (),
+) -> list[Modification]:
+    """Every modification of `kind` that keeps the scene valid.
+
+    forbidden: (colour, shape) pairs the target must not gain.
+    require:   if given, the modification must create one of these pairs.
+    protected: cells the modification must not touch (act on, add to, move to).
+    """
+    cfg = load_config()
+    n = len(scene)
+    free = [c for c in scene.empty_cells() if c not in protected]
+    movable = [o for o in scene if o.cell not in protected]
+
+    def ok(pair: tuple[str, str]) -> bool:
+        return pair not in forbidden and (require is None or pair in require)
+
+    out: list[Modification] = []
+    if kind == "add":
+        if n < cfg.max_objects:
+            for cell in free:
+                for colour in cfg.colours:
+                    for shape in cfg.shapes:
+                        if ok((colour, shape)):
+                            out += [Modification("add", Obj(cell, colour, shape, z)) for z in cfg.size_names]
+    elif kind == "remove":
+        if n > cfg.min_objects and require is None:
+            out = [Modification("remove", o) for o in movable]
+    elif kind == "colour":
+        out = [Modification("colour", o, c) for o in movable for c in cfg.colours
+               if c != o.colour and ok((c, o.shape))]
+    elif kind == "shape":
+        out = [Modification("shape", o, s) for o in movable for s in cfg.shapes
+               if s != o.shape and ok((o.colour, s))]
+    elif kind == "size":
+        if require is None:
+            out = [Modification("size", o, z) for o in movable for z in cfg.size_names if z != o.size]
+    elif kind == "move":
+        if require is None:
+            out = [Modification("move", o, c) for o in movable for c in free]
+    else:
+        raise ValueError(f"unknown modification kind {kind!r}; expected one of {cfg.kinds}")
+    return out
+
+
+def sample_modification(
+    rng: random.Random,
+    scene: Scene,
+    kinds: Collection[str],
+    **constraints: Any,
+) -> Modification | None:
+    """A uniformly chosen kind (among those possible here), then a uniform option of it."""
+    by_kind = [(k, opts) for k in kinds if (opts := options(scene, k, **constraints))]
+    if not by_kind:
+        return None
+    _, opts = by_kind[rng.randrange(len(by_kind))]
+    return opts[rng.randrange(len(opts))]

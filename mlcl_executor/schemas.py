@@ -1,0 +1,101 @@
+"""Typed DocArray v2 schemas of the MLCL Executors (the wire contract of the Flow).
+
+Kept free of `from __future__ import annotations`: pydantic 1 and docarray
+resolve these annotations at class creation, and `stored_doc_schema` builds a
+class whose vector width is only known at run time.
+
+Over HTTP an `image` is a string (a base64 `data:` URI, a local path, or an
+http(s) URL); from Python it may also be raw encoded bytes or a tensor
+(HxWxC / CxHxW, uint8 or float in [0, 1]). What a string may point at is
+decided by the encoder's image-source policy (see `image_source.py`).
+"""
+
+from typing import Any, Dict, List, Optional, Type, Union
+
+from docarray import BaseDoc, DocList
+from docarray.typing import AnyTensor, NdArray
+from pydantic import Field
+
+#: What an `image` field accepts (see the module docstring).
+ImageInput = Union[str, bytes, AnyTensor]
+
+
+class _Config(BaseDoc.Config):
+    # Without smart_union pydantic 1 tries `str` first and would decode PNG bytes
+    # into a (broken) string; smart_union keeps bytes as bytes and str as str.
+    smart_union = True
+
+
+class GalleryDoc(BaseDoc):
+    """A gallery image. `/index` and `/update` fill `embedding` (unit norm)."""
+
+    image: Optional[ImageInput] = Field(None, description="data URI, path or URL (or bytes/tensor from Python)")
+    tags: Dict[str, Any] = Field(default_factory=dict, description="free metadata, stored and returned with matches")
+    embedding: Optional[NdArray] = Field(None, description="the gallery vector (set by the encoder)")
+    error: Optional[str] = Field(None, description="why this document was not encoded/stored; None when it was")
+
+    Config = _Config
+
+
+class MatchDoc(BaseDoc):
+    """One search result: the stored gallery document (without its vector) and its score."""
+
+    uri: Optional[str] = Field(None, description="the gallery image's path or URL, when it was given as one")
+    tags: Dict[str, Any] = Field(default_factory=dict)
+    score: Optional[float] = Field(None, description="cosine similarity to the query, higher is better")
+
+
+class QueryDoc(BaseDoc):
+    """A composed query: a reference `image` and/or a modifier `text`.
+
+    Both -> the fused MLCL query; image only -> find similar images; text
+    only -> text-to-image retrieval. `reference_id` names the gallery document
+    the reference image is (it is then left out of `matches` by default).
+    """
+
+    image: Optional[ImageInput] = Field(None, description="reference image: data URI, path or URL (or bytes/tensor)")
+    text: Optional[str] = Field(None, description="modifier text, e.g. 'make the red circle blue'")
+    reference_id: Optional[str] = Field(None, description="gallery id of the reference image, excluded from matches")
+    embedding: Optional[NdArray] = Field(None, description="the fused query vector (set by the encoder)")
+    error: Optional[str] = Field(None, description="why this query was not served; None when it was")
+    matches: DocList[MatchDoc] = Field(default_factory=DocList[MatchDoc], description="best first")
+    scores: List[float] = Field(default_factory=list, description="cosine similarity of each match, best first")
+
+    Config = _Config
+
+
+class StatsDoc(BaseDoc):
+    """The answer of `/count`: one document whose `count` is the number of stored vectors.
+
+    `shards` maps shard id -> count; Jina's reduce merges these dicts across
+    shards, and the merger (or a client) sums them.
+    """
+
+    count: int = 0
+    shards: Dict[str, int] = Field(default_factory=dict)
+    dim: Optional[int] = Field(None, description="vector width of the index (None while empty)")
+
+
+_STORED_SCHEMAS: Dict[tuple, Type[BaseDoc]] = {}
+
+
+def stored_doc_schema(dim: int, **embedding_config: Any) -> Type[BaseDoc]:
+    """The schema a document index stores: id, uri, tags and a vector of width `dim`.
+
+    `embedding_config` goes to the vector's Field (docarray reads index options
+    such as `space`, `ef` or `M` from there).
+    """
+    key = (dim, tuple(sorted(embedding_config.items())))
+    if key not in _STORED_SCHEMAS:
+
+        class StoredDoc(BaseDoc):
+            uri: Optional[str] = None
+            tags: Dict[str, Any] = Field(default_factory=dict)
+            embedding: NdArray[dim] = Field(..., **embedding_config)  # type: ignore[valid-type]
+
+        StoredDoc.__name__ = StoredDoc.__qualname__ = f"StoredDoc{dim}"
+        _STORED_SCHEMAS[key] = StoredDoc
+    return _STORED_SCHEMAS[key]
+
+
+__all__ = ["GalleryDoc", "ImageInput", "MatchDoc", "QueryDoc", "StatsDoc", "stored_doc_schema"]
