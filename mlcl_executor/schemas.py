@@ -20,6 +20,11 @@ from pydantic import Field
 ImageInput = Union[str, bytes, AnyTensor]
 
 
+# Defaults are plain values, not default_factory: Jina's HTTP gateway rebuilds the
+# models from their JSON schema, where a factory default is invisible and the
+# field would arrive as None. (pydantic copies mutable defaults per instance.)
+
+
 class _Config(BaseDoc.Config):
     # Without smart_union pydantic 1 tries `str` first and would decode PNG bytes
     # into a (broken) string; smart_union keeps bytes as bytes and str as str.
@@ -30,7 +35,7 @@ class GalleryDoc(BaseDoc):
     """A gallery image. `/index` and `/update` fill `embedding` (unit norm)."""
 
     image: Optional[ImageInput] = Field(None, description="data URI, path or URL (or bytes/tensor from Python)")
-    tags: Dict[str, Any] = Field(default_factory=dict, description="free metadata, stored and returned with matches")
+    tags: Dict[str, Any] = Field({}, description="free metadata, stored and returned with matches")
     embedding: Optional[NdArray] = Field(None, description="the gallery vector (set by the encoder)")
     error: Optional[str] = Field(None, description="why this document was not encoded/stored; None when it was")
 
@@ -41,7 +46,7 @@ class MatchDoc(BaseDoc):
     """One search result: the stored gallery document (without its vector) and its score."""
 
     uri: Optional[str] = Field(None, description="the gallery image's path or URL, when it was given as one")
-    tags: Dict[str, Any] = Field(default_factory=dict)
+    tags: Dict[str, Any] = {}
     score: Optional[float] = Field(None, description="cosine similarity to the query, higher is better")
 
 
@@ -58,8 +63,8 @@ class QueryDoc(BaseDoc):
     reference_id: Optional[str] = Field(None, description="gallery id of the reference image, excluded from matches")
     embedding: Optional[NdArray] = Field(None, description="the fused query vector (set by the encoder)")
     error: Optional[str] = Field(None, description="why this query was not served; None when it was")
-    matches: DocList[MatchDoc] = Field(default_factory=DocList[MatchDoc], description="best first")
-    scores: List[float] = Field(default_factory=list, description="cosine similarity of each match, best first")
+    matches: DocList[MatchDoc] = Field(DocList[MatchDoc](), description="best first")
+    scores: List[float] = Field([], description="cosine similarity of each match, best first")
 
     Config = _Config
 
@@ -72,7 +77,7 @@ class StatsDoc(BaseDoc):
     """
 
     count: int = 0
-    shards: Dict[str, int] = Field(default_factory=dict)
+    shards: Dict[str, int] = {}
     dim: Optional[int] = Field(None, description="vector width of the index (None while empty)")
 
 

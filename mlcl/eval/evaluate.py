@@ -78,14 +78,14 @@ def encode_image_features(
     desc: str = "images",
 ) -> torch.Tensor:
     """image_features of every file, in order: FloatTensor[N, D] on the model's device."""
+    device = model_device(model)
     loader = DataLoader(
         ImageFiles(paths, model.preprocess),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        persistent_workers=False,
+        pin_memory=device.type == "cuda",
     )
-    device = model_device(model)
     feats = [
         model.image_features(batch.to(device)).float()
         for batch in _progress(loader, desc, len(loader), progress)
@@ -184,7 +184,7 @@ def evaluate(
     if submission_dir is not None and dataset != "cirr":
         raise ValueError("submission files exist only for CIRR")
     if ds is None:
-        ds = load_dataset(dataset, root, split)
+        ds = load_dataset(dataset, root, split, progress=progress)
     tasks = build_tasks(dataset, ds, limit)
     if hasattr(model, "eval"):
         model.eval()

@@ -31,6 +31,8 @@ class ShapesConfig:
     held_out_pairs: frozenset[tuple[str, str]]
     kinds: tuple[str, ...]
     novel_kinds: tuple[str, ...]
+    train_queries_per_reference: int
+    eval_queries_per_reference: int
     reference_siblings: int
     target_siblings: int
     default_sizes: dict[str, int]
@@ -65,6 +67,8 @@ def _parse(raw: dict[str, Any], sha: str) -> ShapesConfig:
         held_out_pairs=frozenset((c, s) for c, s in raw["held_out_pairs"]),
         kinds=tuple(raw["kinds"]),
         novel_kinds=tuple(raw["novel_kinds"]),
+        train_queries_per_reference=int(raw["train_queries_per_reference"]),
+        eval_queries_per_reference=int(raw["eval_queries_per_reference"]),
         reference_siblings=int(raw["reference_siblings"]),
         target_siblings=int(raw["target_siblings"]),
         default_sizes={k: int(v) for k, v in raw["default_sizes"].items()},
@@ -96,6 +100,8 @@ def _validate(cfg: ShapesConfig) -> None:
         problems.append("size_words must have one entry per size")
     if set(cfg.default_sizes) != set(SPLITS):
         problems.append(f"default_sizes must name exactly the splits {SPLITS}")
+    if cfg.train_queries_per_reference < 1 or cfg.eval_queries_per_reference < 1:
+        problems.append("*_queries_per_reference must be at least 1")
     if problems:
         raise ValueError(f"invalid shapes config {CONFIG_PATH}: " + "; ".join(problems))
 

@@ -140,11 +140,31 @@ def sample_modification(
     rng: random.Random,
     scene: Scene,
     kinds: Collection[str],
-    **constraints: Any,
+    *,
+    forbidden: Collection[tuple[str, str]] = (),
+    require: Collection[tuple[str, str]] | None = None,
+    protected: Collection[int] = (),
 ) -> Modification | None:
-    """A uniformly chosen kind (among those possible here), then a uniform option of it."""
-    by_kind = [(k, opts) for k in kinds if (opts := options(scene, k, **constraints))]
-    if not by_kind:
-        return None
-    _, opts = by_kind[rng.randrange(len(by_kind))]
-    return opts[rng.randrange(len(opts))]
+    """A kind drawn uniformly among those possible here, then a uniform option of it.
+
+    Same distribution as drawing from `options()`, but a kind is enumerated
+    only when drawn, and "add" (cells x pairs x sizes, a product) is drawn
+    factor by factor: this is the generator's inner loop.
+    """
+    cfg = load_config()
+    remaining = list(kinds)
+    while remaining:
+        kind = remaining.pop(rng.randrange(len(remaining)))
+        if kind == "add":
+            free = [c for c in scene.empty_cells() if c not in protected]
+            pairs = [p for p in allowed_pairs(forbidden) if require is None or p in require]
+            if len(scene) < cfg.max_objects and free and pairs:
+                cell = free[rng.randrange(len(free))]
+                colour, shape = pairs[rng.randrange(len(pairs))]
+                size = cfg.size_names[rng.randrange(len(cfg.size_names))]
+                return Modification("add", Obj(cell, colour, shape, size))
+            continue
+        opts = options(scene, kind, forbidden=forbidden, require=require, protected=protected)
+        if opts:
+            return opts[rng.randrange(len(opts))]
+    return None

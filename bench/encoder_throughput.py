@@ -1,0 +1,322 @@
+"""Encoder throughput: the Flow over gRPC against the bare model in one process, on the same inputs, in one run.
+
+Inputs: shapes test-gallery images (PNG bytes, what a Python gRPC client sends) and shapes captions.
+Work per item: hybrid query = reference image + caption -> fused vector; gallery = image -> vector.
+
+Measured (each in items/s):
+  bare forward      the model alone: `encode_query` / `encode_image` on preprocessed tensors, batches of 32
+  bare pipeline     decode PNG + preprocess + forward in this process (the work the encoder does per item)
+  executor direct   MLCLEncoder's endpoint called in this process (no Jina runtime, no network)
+  flow gRPC         `--clients` client processes, each posting batches of 32 to the Flow's `/encode`
+                    (parameters as=query / as=gallery; the encoder only, no index writes)
+Ratio = flow gRPC / bare forward (target >= 0.80), also given against bare pipeline.
+
+Profile (`--profile`, on by default): where a batch of 32 spends its time outside the model: client
+serialisation, payload size, the executor's decode/preprocess/forward, and cProfile's top functions of the
+executor call.
+
+    .venv/bin/python bench/encoder_throughput.py              # 1024 items per kind, 4 clients
+    .venv/bin/python bench/encoder_throughput.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import multiprocessing as mp
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    Timer, bench_checkpoint, machine_info, machine_line, markdown_table, percentiles, progress, quiet_jina, write_results,
+)
+
+quiet_jina()
+KINDS = ("query", "gallery")
+
+
+# ------------------------------------------------------------------ inputs
+def load_inputs(n: int) -> Tuple[List[bytes], List[str]]:
+    """n (PNG bytes, caption) pairs from the shapes test split (cycled if n exceeds it)."""
+    from mlcl.data.shapes import ShapesDataset, ensure_shapes
+
+    ds = ShapesDataset(ensure_shapes(split="test"), "test")
+    triplets = ds.triplets
+    images = [ds.image_path(triplets[i % len(triplets)]["reference"]).read_bytes() for i in range(n)]
+    texts = [triplets[i % len(triplets)]["caption"] for i in range(n)]
+    return images, texts
+
+
+def make_docs(kind: str, images: List[bytes], texts: List[str], start: int = 0):
+    from docarray import DocList
+
+    from mlcl_executor.schemas import QueryDoc
+
+    if kind == "query":
+        return DocList[QueryDoc]([QueryDoc(id=f"q{start + i}", image=im, text=t) for i, (im, t) in enumerate(zip(images, texts))])
+    return DocList[QueryDoc]([QueryDoc(id=f"g{start + i}", image=im) for i, im in enumerate(images)])
+
+
+# ------------------------------------------------------------------ bare
+def bare(model: Any, kind: str, images: List[bytes], texts: List[str], batch: int, decode: bool) -> Dict[str, Any]:
+    """Items/s of the model alone (decode=False: tensors preprocessed beforehand) or with PNG decode + preprocess."""
+    import torch
+    from PIL import Image
+
+    def prep(data: bytes) -> torch.Tensor:
+        with Image.open(io.BytesIO(data)) as im:
+            return model.preprocess(im.convert("RGB"))
+
+    tensors = None if decode else [prep(b) for b in images]
+    n = len(images)
+    with torch.inference_mode():
+        # warm-up
+        x = torch.stack([prep(b) for b in images[:batch]])
+        model.encode_query(x, texts[:batch]) if kind == "query" else model.encode_image(x)
+        batch_times = []
+        t0 = time.perf_counter()
+        for s in progress(range(0, n, batch), desc=f"bare {kind} {'pipeline' if decode else 'forward'}"):
+            tb = time.perf_counter()
+            x = torch.stack([prep(b) for b in images[s : s + batch]]) if decode else torch.stack(tensors[s : s + batch])
+            v = model.encode_query(x, texts[s : s + batch]) if kind == "query" else model.encode_image(x)
+            v.float().cpu().numpy()
+            batch_times.append(time.perf_counter() - tb)
+        wall = time.perf_counter() - t0
+    return {"items": n, "seconds": wall, "items_per_s": n / wall, "batch_ms": percentiles([t * 1e3 for t in batch_times])}
+
+
+# ------------------------------------------------------------------ flow clients
+def _client_proc(port: int, kind: str, images: List[bytes], texts: List[str], batch: int, ready: Any, start: Any,
+                 out: Any, idx: int, protocol: str) -> None:
+    quiet_jina()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from docarray import DocList
+    from jina import Client
+
+    from mlcl_executor.schemas import QueryDoc
+
+    client = Client(host="127.0.0.1", port=port, protocol=protocol)
+    batches = [make_docs(kind, images[s : s + batch], texts[s : s + batch], start=idx * 10**6 + s) for s in range(0, len(images), batch)]
+    params = {"as": kind}
+    client.post("/encode", inputs=batches[0], parameters=params, return_type=DocList[QueryDoc])  # connect + warm-up
+    ready.put(idx)
+    start.wait(timeout=300)
+    lat = []
+    errors = 0
+    t0 = time.perf_counter()
+    for docs in batches:
+        tb = time.perf_counter()
+        res = client.post("/encode", inputs=docs, parameters=params, request_size=batch, return_type=DocList[QueryDoc])
+        lat.append(time.perf_counter() - tb)
+        errors += sum(1 for d in res if d.embedding is None)
+    out.put({"idx": idx, "t0": t0, "t1": time.perf_counter(), "items": len(images), "lat": lat, "errors": errors})
+
+
+def flow_throughput(port: int, kind: str, images: List[bytes], texts: List[str], batch: int, clients: int,
+                    protocol: str = "grpc", timeout_s: float = 600.0) -> Dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    ready, out, start = ctx.Queue(), ctx.Queue(), ctx.Event()
+    per = len(images) // clients
+    procs = [ctx.Process(target=_client_proc, args=(port, kind, images[i * per : (i + 1) * per], texts[i * per : (i + 1) * per],
+                                                    batch, ready, start, out, i, protocol), daemon=True) for i in range(clients)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=300)
+    start.set()
+    results = [out.get(timeout=timeout_s) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    t0 = min(r["t0"] for r in results)
+    t1 = max(r["t1"] for r in results)
+    items = sum(r["items"] for r in results)
+    lat = [x * 1e3 for r in results for x in r["lat"]]
+    return {"clients": clients, "items": items, "seconds": t1 - t0, "items_per_s": items / (t1 - t0),
+            "request_ms": percentiles(lat), "errors": sum(r["errors"] for r in results)}
+
+
+# ------------------------------------------------------------------ profile
+def profile_executor(ckpt: Path, images: List[bytes], texts: List[str], batch: int, reps: int) -> Dict[str, Any]:
+    """Where a batch of 32 goes: (de)serialisation, payload, decode+preprocess, forward; cProfile of the endpoint."""
+    import torch
+    from docarray import DocList
+    from PIL import Image
+
+    from mlcl_executor import MLCLEncoder
+    from mlcl_executor.image_source import ImagePolicy, load_image
+    from mlcl_executor.schemas import QueryDoc
+
+    enc = MLCLEncoder(checkpoint=str(ckpt))
+    out: Dict[str, Any] = {}
+    for kind in KINDS:
+        docs = make_docs(kind, images[:batch], texts[:batch])
+        t = {"to_protobuf": [], "from_protobuf": [], "executor": [], "decode_preprocess": [], "forward": [],
+             "response_to_protobuf": []}
+        size_req = size_resp = 0
+        params = {"as": kind}
+        enc.encode(docs=make_docs(kind, images[:batch], texts[:batch]), parameters=params)  # warm-up
+        for _ in range(reps):
+            docs = make_docs(kind, images[:batch], texts[:batch])
+            with Timer() as tm:
+                pb = docs.to_protobuf()
+            t["to_protobuf"].append(tm.s)
+            raw = pb.SerializeToString()
+            size_req = len(raw)
+            with Timer() as tm:
+                from docarray.proto import DocListProto
+
+                pb2 = DocListProto()
+                pb2.ParseFromString(raw)
+                docs2 = DocList[QueryDoc].from_protobuf(pb2)
+            t["from_protobuf"].append(tm.s)
+            with Timer() as tm:
+                res = enc.encode(docs=docs2, parameters=params)
+            t["executor"].append(tm.s)
+            res = res if res is not None else docs2
+            with Timer() as tm:
+                size_resp = len(res.to_protobuf().SerializeToString())
+            t["response_to_protobuf"].append(tm.s)
+            policy = ImagePolicy.create()
+            with Timer() as tm:
+                x = torch.stack([enc.model.preprocess(load_image(b, policy)) for b in images[:batch]])
+            t["decode_preprocess"].append(tm.s)
+            with Timer() as tm, torch.inference_mode():
+                enc.model.encode_query(x, texts[:batch]) if kind == "query" else enc.model.encode_image(x)
+            t["forward"].append(tm.s)
+        prof = cProfile.Profile()
+        docs = make_docs(kind, images[:batch], texts[:batch])
+        prof.enable()
+        for _ in range(max(1, reps // 2)):
+            enc.encode(docs=docs, parameters=params)
+        prof.disable()
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(18)
+        out[kind] = {
+            "batch": batch,
+            "ms": {k: 1e3 * sorted(v)[len(v) // 2] for k, v in t.items()},
+            "request_bytes": size_req,
+            "response_bytes": size_resp,
+            "cprofile_top": s.getvalue(),
+        }
+    enc.close()
+    return out
+
+
+# ------------------------------------------------------------------ main
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--items", type=int, default=1024, help="items per kind (queries, gallery images)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--clients", type=int, nargs="+", default=[4], help="concurrent gRPC client processes (several values: one run each)")
+    p.add_argument("--checkpoint", default=None, help="default: the bundled model, else a random mlcl-tiny")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the bare model and of the Flow's encoder (default: torch's)")
+    p.add_argument("--encoder-with", default=None, help="JSON dict of MLCLEncoder `with:` overrides (e.g. torch_threads)")
+    p.add_argument("--flow", default=None, help="Flow YAML (default flows/flow.yml)")
+    p.add_argument("--no-profile", dest="profile", action="store_false")
+    p.add_argument("--profile-reps", type=int, default=6)
+    p.add_argument("--name", default=None)
+    p.add_argument("--quick", action="store_true", help="64 items, 2 clients (smoke)")
+    p.add_argument("--out-dir", default=None)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.items, args.clients, args.profile_reps = 64, [2], 2
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    import json
+
+    import torch
+
+    from mlcl.model import load_checkpoint
+    from mlcl_executor.serving import build_flow, free_port
+
+    args = parse_args(argv)
+    info = machine_info()
+    ckpt = bench_checkpoint(args.checkpoint)
+    images, texts = load_inputs(args.items)
+    res: Dict[str, Any] = {"checkpoint": str(ckpt), "bare": {}, "flow": {}, "ratio": {}}
+
+    threads = args.threads or torch.get_num_threads()  # set below, after the fork
+    # The same torch thread count in the bare model and in the Flow's encoder (on a loaded 2-core machine,
+    # 2 OpenMP threads can be several times slower than 1: the comparison must not mix them).
+    encoder_with = {"checkpoint": str(ckpt), "torch_threads": threads,
+                    **(json.loads(args.encoder_with) if args.encoder_with else {})}
+    grpc_port, http_port = free_port(), free_port()
+    kwargs: Dict[str, Any] = {"grpc_port": grpc_port, "http_port": http_port, "encoder_with": encoder_with}
+    if args.flow:
+        kwargs["flow_file"] = args.flow
+    # The Flow starts first: jina forks its executors, and a fork after torch has run parallel ops in this
+    # process deadlocks the child (seen here: the encoder hangs in a futex at start-up).
+    with tempfile.TemporaryDirectory(prefix="mlcl-bench-flow-") as ws:
+        flow = build_flow(workspace=ws, **kwargs)
+        t0 = time.perf_counter()
+        with flow:
+            res["flow_start_s"] = time.perf_counter() - t0
+            # Same run, same inputs: the bare model in this process while the Flow idles.
+            torch.set_num_threads(threads)
+            model = load_checkpoint(ckpt, device="cpu")
+            model.eval()
+            for kind in KINDS:
+                res["bare"][kind] = {"forward": bare(model, kind, images, texts, args.batch, decode=False),
+                                     "pipeline": bare(model, kind, images, texts, args.batch, decode=True)}
+            del model
+            if args.profile:
+                res["profile"] = profile_executor(ckpt, images, texts, args.batch, args.profile_reps)
+                for kind in KINDS:
+                    ms = res["profile"][kind]["ms"]
+                    res["bare"][kind]["executor_direct"] = {"items_per_s": args.batch / (ms["executor"] / 1e3)}
+            for kind in KINDS:
+                for c in args.clients:
+                    r = flow_throughput(grpc_port, kind, images, texts, args.batch, c)
+                    res["flow"].setdefault(kind, []).append(r)
+                    print(f"[encoder_throughput] flow {kind} clients={c}: {r['items_per_s']:.1f} items/s", file=sys.stderr)
+    for kind in KINDS:
+        best = max(res["flow"][kind], key=lambda r: r["items_per_s"])
+        res["ratio"][kind] = {
+            "flow_vs_forward": best["items_per_s"] / res["bare"][kind]["forward"]["items_per_s"],
+            "flow_vs_pipeline": best["items_per_s"] / res["bare"][kind]["pipeline"]["items_per_s"],
+            "clients": best["clients"],
+        }
+    name = args.name or "encoder_throughput"
+    config = {k: v for k, v in vars(args).items() if k != "out_dir"}
+    config["torch_threads"] = threads
+    payload = {"benchmark": name, "machine": info, "config": config, "results": res}
+    path = write_results(name, payload, Path(args.out_dir) if args.out_dir else None, quick=args.quick)
+
+    print(f"\n### Encoder throughput (batches of {args.batch}, {args.items} items per kind, torch threads {threads})\n")
+    rows = []
+    for kind, label in (("query", "hybrid queries/s"), ("gallery", "gallery images/s")):
+        b = res["bare"][kind]
+        for r in res["flow"][kind]:
+            rows.append([label, b["forward"]["items_per_s"], b["pipeline"]["items_per_s"],
+                         b.get("executor_direct", {}).get("items_per_s"), r["clients"], r["items_per_s"],
+                         r["items_per_s"] / b["forward"]["items_per_s"], r["items_per_s"] / b["pipeline"]["items_per_s"]])
+    print(markdown_table(["work", "bare forward", "bare decode+forward", "executor in-process", "gRPC clients",
+                          "Flow gRPC", "Flow / bare forward", "Flow / bare decode+forward"], rows))
+    if args.profile:
+        print(f"\n#### Per batch of {args.batch} (ms, medians)\n")
+        prow = []
+        for kind in KINDS:
+            pr = res["profile"][kind]
+            ms = pr["ms"]
+            prow.append([kind, ms["to_protobuf"], ms["from_protobuf"], ms["decode_preprocess"], ms["forward"], ms["executor"],
+                         ms["response_to_protobuf"], pr["request_bytes"], pr["response_bytes"],
+                         res["flow"][kind][0]["request_ms"]["p50"]])
+        print(markdown_table(["kind", "client to_protobuf", "server from_protobuf", "decode+preprocess", "model forward",
+                              "executor endpoint", "response to_protobuf", "request bytes", "response bytes",
+                              "Flow request p50 (under load)"], prow))
+    print(f"\nMachine: {machine_line(info)}\nJSON: {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

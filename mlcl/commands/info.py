@@ -1,0 +1,41 @@
+"""`mlcl info [CHECKPOINT]`: what a checkpoint holds (backbone, method, sizes, versions, metrics)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint file (default: the bundled model)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlcl.model import read_checkpoint
+    from mlcl.paths import DEFAULT_CHECKPOINT
+
+    path = args.checkpoint or DEFAULT_CHECKPOINT
+    payload = read_checkpoint(path)
+    cfg = payload["config"]
+    n_params = sum(v.numel() for v in payload["state_dict"].values())
+    info = {
+        "path": str(path),
+        "backbone": cfg["backbone"]["model_name"],
+        "embed_dim": cfg["backbone"]["model_config"]["embed_dim"],
+        "image_size": cfg["backbone"]["model_config"]["vision_cfg"].get("image_size"),
+        "method": cfg["method"]["name"],
+        "levels": cfg["method"]["levels"],
+        "stage": payload.get("stage"),
+        "parameters": n_params,
+        "versions": payload.get("versions", {}),
+        "metrics": payload.get("extra", {}).get("metrics", {}),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(len(k) for k in info)
+        for k, v in info.items():
+            print(f"{k:<{width}}  {v}")
+    return 0

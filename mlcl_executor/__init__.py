@@ -1,0 +1,32 @@
+"""Jina Executors serving MLCL: `MLCLEncoder`, `MLCLIndexer` and `MLCLMerger` (for sharded indexers).
+
+Submodules: `schemas` (the typed DocArray v2 wire contract), `image_source`
+(decoding + safety policy), `encoder`, `backends` (docarray document indexes
+behind one score convention), `indexer`, `serving` (Flow loading, clients).
+
+Attributes are imported lazily, so `mlcl_executor.image_source` or
+`.schemas` do not pull in the model. The YAML files register the Executors
+with Jina through `jina_register.py`. The `mlcl` core package never imports
+this one (nor jina).
+"""
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "MLCLEncoder": "encoder",
+    "MLCLIndexer": "indexer",
+    "MLCLMerger": "indexer",
+    "GalleryDoc": "schemas",
+    "MatchDoc": "schemas",
+    "QueryDoc": "schemas",
+    "StatsDoc": "schemas",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

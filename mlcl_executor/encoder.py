@@ -1,0 +1,182 @@
+"""MLCLEncoder: a thin Jina Executor around `mlcl.model` (gallery vectors and fused query vectors).
+
+All model work is batched: the documents of a (dynamically batched) request
+are decoded and preprocessed in a thread pool, stacked, and encoded in chunks
+of `batch_size`; a request mixing composed, image-only and text-only queries
+is split into (at most) three groups, one model call per chunk of each.
+
+A document that cannot be used gets `error` (naming it and the reason) and no
+`embedding`; the rest of the request is served. The endpoint never raises for
+bad input, so one bad image cannot fail a batch of other clients' documents.
+"""
+
+# No `from __future__ import annotations`: Jina reads the endpoint annotations
+# (DocList[...] types) at class creation to learn the request/response schemas.
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from docarray import DocList
+from jina import Executor, requests
+
+from mlcl.model import load_checkpoint
+from mlcl.paths import DEFAULT_CHECKPOINT
+
+from .image_source import ImagePolicy, ImageSourceError, load_image
+from .schemas import GalleryDoc, QueryDoc
+
+Doc = Union[GalleryDoc, QueryDoc]
+
+
+def doc_name(doc: Any, position: int) -> str:
+    """How errors name a document: its id, or its position when a client sent none (HTTP)."""
+    return f"document {doc.id!r}" if doc.id else f"document #{position} (no id)"
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available (use device: cpu or auto)")
+    return device
+
+
+class MLCLEncoder(Executor):
+    """Encodes gallery images (`/index`, `/update`) and composed queries (`/search`); `/encode` does either.
+
+    Configured in `config.yml` (`with:`): `checkpoint` (default: the bundled
+    model), `device` (`auto`/`cpu`/`cuda[:N]`), `batch_size`,
+    `inference_weighting` (`train` | `released`), and the image-source policy
+    `image_roots`, `allow_urls`, `max_image_bytes`, `max_image_pixels`, `url_timeout`.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Optional[str] = None,
+        device: str = "auto",
+        batch_size: int = 32,
+        inference_weighting: str = "train",
+        image_roots: Optional[List[str]] = None,
+        allow_urls: bool = False,
+        max_image_bytes: int = 20 * 1024 * 1024,
+        max_image_pixels: int = 40_000_000,
+        url_timeout: float = 10.0,
+        decode_threads: int = 4,
+        torch_threads: Optional[int] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        path = Path(os.path.expanduser(checkpoint)) if checkpoint else DEFAULT_CHECKPOINT
+        if not path.is_file():
+            hint = " (the bundled default model is missing from this install)" if not checkpoint else ""
+            raise FileNotFoundError(f"MLCLEncoder: checkpoint {str(path)!r} does not exist{hint}")
+        if batch_size < 1:
+            raise ValueError(f"MLCLEncoder: batch_size must be >= 1, got {batch_size}")
+        if torch_threads:
+            torch.set_num_threads(int(torch_threads))
+        self.device = resolve_device(device)
+        self.model = load_checkpoint(path, device=self.device)
+        self.model.set_inference_weighting(inference_weighting)
+        self.checkpoint = str(path)
+        self.batch_size = int(batch_size)
+        self.policy = ImagePolicy.create(image_roots, allow_urls, max_image_bytes, max_image_pixels, url_timeout)
+        # Decoding + preprocessing is PIL/numpy work that releases the GIL; a small pool overlaps it.
+        self._pool = ThreadPoolExecutor(max_workers=max(1, int(decode_threads)), thread_name_prefix="mlcl-decode")
+        self.logger.info(
+            f"MLCLEncoder: {path.name} on {self.device}, dim {self.model.embed_dim}, "
+            f"image roots {[str(r) for r in self.policy.roots] or 'none'}, urls {'on' if self.policy.allow_urls else 'off'}"
+        )
+
+    # ------------------------------------------------------------ endpoints
+    @requests(on=["/index", "/update"])
+    def encode_gallery(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
+        """Gallery images -> unit-norm gallery vectors."""
+        self._encode(docs, as_query=False)
+        return docs
+
+    @requests(on="/search")
+    def encode_queries(self, docs: DocList[QueryDoc], **kwargs: Any) -> DocList[QueryDoc]:
+        """Queries (image + text, image only, or text only) -> fused MLCL query vectors."""
+        self._encode(docs, as_query=True)
+        return docs
+
+    @requests(on="/encode")
+    def encode(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
+        """Vectors without indexing: queries by default, gallery vectors with `parameters: {"as": "gallery"}`."""
+        kind = str((parameters or {}).get("as", "query")).lower()
+        if kind not in ("query", "gallery"):
+            # A request-level mistake (not a document's): report it on every document, serve none.
+            for i, doc in enumerate(docs):
+                doc.embedding = None
+                doc.error = f"{doc_name(doc, i)}: parameter 'as' must be 'query' or 'gallery', got {kind!r}"
+            return docs
+        self._encode(docs, as_query=kind == "query")
+        return docs
+
+    # -------------------------------------------------------------- helpers
+    def _encode(self, docs: Sequence[Doc], as_query: bool) -> None:
+        """Fill `embedding` (or `error`) of every document, in place."""
+        for doc in docs:
+            doc.embedding, doc.error = None, None
+        images = self._prepare_images(docs)
+        groups: Dict[Tuple[bool, bool], List[int]] = {}
+        for i, doc in enumerate(docs):
+            text = getattr(doc, "text", None) if as_query else None
+            text = text.strip() if isinstance(text, str) else None
+            has_image = doc.image is not None
+            if doc.error:  # the image failed to load
+                continue
+            if not as_query and not has_image:
+                doc.error = f"{doc_name(doc, i)}: has no image (a gallery document needs one)"
+                continue
+            if not has_image and not text:
+                doc.error = f"{doc_name(doc, i)}: has neither image nor text"
+                continue
+            groups.setdefault((has_image, bool(text)), []).append(i)
+
+        for (has_image, has_text), idx in groups.items():
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                batch = torch.stack([images[i] for i in chunk]).to(self.device) if has_image else None
+                texts = [docs[i].text.strip() for i in chunk] if has_text else None
+                with torch.inference_mode():
+                    if as_query:
+                        vectors = self.model.encode_query(images=batch, texts=texts)
+                    else:
+                        vectors = self.model.encode_image(batch)
+                vectors = vectors.float().cpu().numpy()
+                for row, i in enumerate(chunk):
+                    docs[i].embedding = vectors[row]
+
+    def _prepare_images(self, docs: Sequence[Doc]) -> Dict[int, torch.Tensor]:
+        """Decode + preprocess every document's image in the pool; failures become `error`."""
+        todo = [(i, doc) for i, doc in enumerate(docs) if doc.image is not None]
+        results = self._pool.map(lambda item: self._prepare_one(item[1].image), todo)
+        tensors: Dict[int, torch.Tensor] = {}
+        for (i, doc), result in zip(todo, results):
+            if isinstance(result, str):
+                doc.error = f"{doc_name(doc, i)}: {result}"
+            else:
+                tensors[i] = result
+        return tensors
+
+    def _prepare_one(self, value: Any) -> Union[torch.Tensor, str]:
+        try:
+            return self.model.preprocess(load_image(value, self.policy))
+        except ImageSourceError as exc:
+            return str(exc)
+        except Exception as exc:  # a preprocessing failure must not fail the other documents
+            return f"image could not be preprocessed ({type(exc).__name__}: {exc})"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        super().close()
+
+
+def vectors_of(docs: Sequence[Doc]) -> np.ndarray:
+    """Stack the embeddings of documents that have one (a convenience for clients and tests)."""
+    return np.stack([np.asarray(d.embedding, dtype=np.float32) for d in docs if d.embedding is not None])

@@ -1,0 +1,395 @@
+"""MLCLIndexer: stores gallery vectors and answers searches; MLCLMerger: merges sharded answers.
+
+Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
+
+- `/index`  upsert gallery documents by id (documents carrying `error`, e.g. an
+  image the encoder could not read, are passed through and not stored);
+- `/update` replace documents that exist (unknown ids get `error`);
+- `/delete` delete by id (unknown ids get `error`);
+- `/clear`  delete everything; `/count` one `StatsDoc`;
+- `/search` fill `matches` and `scores` (cosine similarity, best first) for every
+  query with an `embedding`; parameters `limit` and `exclude_reference`.
+
+Write requests are all-or-nothing: a vector of the wrong width (or not finite)
+rejects the whole request with an error naming the documents, before anything
+is stored. Search problems are per query (`error`), like the encoder's.
+
+Sharding: with `shards: N` every endpoint is polled to ALL shards and each
+shard keeps only the ids it owns (a stable hash of the id), so an upsert of an
+existing id lands on the shard that holds it. `MLCLMerger` (the shards'
+`uses_after`) merges the per-shard top-k into the global top-k and sums counts.
+"""
+
+# No `from __future__ import annotations`: Jina reads the endpoint annotations at class creation.
+
+import json
+import threading
+import zlib
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from docarray import DocList
+from jina import Executor, requests
+
+from .backends import BACKENDS, VectorStore, create_store
+from .image_source import image_uri
+from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc
+
+META_FILE = "mlcl-index.json"
+
+
+def doc_name(doc: Any, position: int) -> str:
+    return f"document {doc.id!r}" if doc.id else f"document #{position} (no id)"
+
+
+def shard_of(doc_id: str, shards: int) -> int:
+    """The shard that owns an id: stable across processes and restarts (unlike `hash`)."""
+    return zlib.crc32(doc_id.encode("utf-8")) % shards if shards > 1 else 0
+
+
+def _param_int(parameters: Dict[str, Any], key: str, default: int) -> int:
+    value = parameters.get(key, default)
+    try:
+        return int(value)  # JSON/protobuf numbers arrive as floats
+    except (TypeError, ValueError):
+        raise ValueError(f"parameter {key!r} must be an integer, got {value!r}") from None
+
+
+def _param_bool(parameters: Dict[str, Any], key: str, default: bool) -> bool:
+    value = parameters.get(key, default)
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class MLCLIndexer(Executor):
+    """Gallery store and search over docarray document indexes.
+
+    `with:` parameters: `backend` (`memory`, exact, the default; or `hnsw`),
+    `dim` (vector width; None: learnt from the first `/index` and kept in the
+    workspace), `default_limit`, `max_limit`, `hnsw` (options: ef, M,
+    ef_construction, max_elements, num_threads). The index lives in the
+    Executor's workspace (per shard) and survives restarts.
+    """
+
+    def __init__(
+        self,
+        backend: str = "memory",
+        dim: Optional[int] = None,
+        default_limit: int = 10,
+        max_limit: int = 1000,
+        hnsw: Optional[Dict[str, Any]] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if backend not in BACKENDS:
+            raise ValueError(f"MLCLIndexer: unknown backend {backend!r}; choose one of {BACKENDS}")
+        self.backend = backend
+        self.default_limit = int(default_limit)
+        self.max_limit = int(max_limit)
+        self.hnsw_options = dict(hnsw or {})
+        self.shard_id = int(getattr(self.runtime_args, "shard_id", 0) or 0)
+        self.shards = int(getattr(self.runtime_args, "shards", 1) or 1)
+        self.workdir: Optional[Path] = Path(self.workspace) if self.workspace else None
+        self._store_lock = threading.Lock()  # Jina serialises requests by default; this keeps it true if that changes
+        self.store: Optional[VectorStore] = None
+        meta = self._read_meta()
+        if meta:
+            if meta["backend"] != backend:
+                raise ValueError(
+                    f"MLCLIndexer: workspace {self.workdir} holds a {meta['backend']!r} index but the "
+                    f"configured backend is {backend!r} (use another workspace, or clear it)"
+                )
+            if dim is not None and int(dim) != int(meta["dim"]):
+                raise ValueError(
+                    f"MLCLIndexer: workspace {self.workdir} holds vectors of width {meta['dim']} but dim: {dim} "
+                    "is configured (a different model needs its own workspace)"
+                )
+            dim = int(meta["dim"])
+        self.dim: Optional[int] = int(dim) if dim is not None else None
+        if self.dim is not None:
+            self._open_store(self.dim)
+        self.logger.info(
+            f"MLCLIndexer: backend {backend}, shard {self.shard_id}/{self.shards}, workspace {self.workdir}, "
+            f"dim {self.dim}, {self.store.count() if self.store else 0} documents"
+        )
+
+    # ------------------------------------------------------------- storage
+    def _read_meta(self) -> Optional[Dict[str, Any]]:
+        if self.workdir and (self.workdir / META_FILE).is_file():
+            return json.loads((self.workdir / META_FILE).read_text())
+        return None
+
+    def _open_store(self, dim: int) -> None:
+        if self.workdir:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            (self.workdir / META_FILE).write_text(json.dumps({"backend": self.backend, "dim": dim, "format": 1}))
+        else:
+            self.logger.warning("MLCLIndexer: no workspace, the index will not survive a restart")
+        self.store = create_store(self.backend, dim, self.workdir, self.hnsw_options)
+
+    def _owns(self, doc_id: str) -> bool:
+        return shard_of(doc_id, self.shards) == self.shard_id
+
+    def _check_vectors(self, docs: Sequence[GalleryDoc], endpoint: str) -> List[int]:
+        """Positions of the documents to write; raises (nothing written) on a bad vector.
+
+        Every shard checks every document, so a bad request is rejected by all
+        shards alike and no shard stores part of it.
+        """
+        widths = {}
+        bad: List[str] = []
+        keep: List[int] = []
+        for i, doc in enumerate(docs):
+            if doc.error:
+                continue  # the encoder already explained why; pass it through
+            if doc.embedding is None:
+                doc.error = f"{doc_name(doc, i)}: has no embedding (send it through the encoder, or set one)"
+                continue
+            if not doc.id:
+                doc.error = f"{doc_name(doc, i)}: has no id (gallery documents need one to be stored)"
+                continue
+            vec = np.asarray(doc.embedding)
+            width = vec.shape[-1] if vec.ndim else 0
+            if vec.ndim != 1:
+                bad.append(f"{doc_name(doc, i)} has an embedding of shape {tuple(vec.shape)} (expected a vector)")
+            elif not np.isfinite(vec).all():
+                bad.append(f"{doc_name(doc, i)} has NaN or infinite values in its embedding")
+            else:
+                widths.setdefault(width, []).append(doc_name(doc, i))
+                keep.append(i)
+        expected = self.dim if self.dim is not None else (max(widths, key=lambda w: len(widths[w])) if widths else None)
+        for width, names in widths.items():
+            if width != expected:
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                bad.append(f"{shown}: embedding width {width}, the index holds width {expected}")
+        if bad:
+            raise ValueError(f"{endpoint} rejected, nothing was stored: " + "; ".join(bad))
+        if expected is not None and self.store is None:
+            self.dim = int(expected)
+            self._open_store(self.dim)
+        return keep
+
+    @staticmethod
+    def _row(doc: GalleryDoc) -> Dict[str, Any]:
+        return {
+            "id": doc.id,
+            "embedding": np.asarray(doc.embedding, dtype=np.float32),
+            "uri": image_uri(doc.image),
+            "tags": dict(doc.tags or {}),
+        }
+
+    @staticmethod
+    def _slim(docs: DocList[GalleryDoc]) -> DocList[GalleryDoc]:
+        """What write endpoints answer: ids, tags and errors (no vectors, no image payloads)."""
+        for doc in docs:
+            doc.embedding = None
+            if image_uri(doc.image) is None:
+                doc.image = None
+        return docs
+
+    @staticmethod
+    def _slim_query(doc: QueryDoc) -> None:
+        """Answers carry matches, not the query's vector or image payload (/encode returns vectors)."""
+        doc.embedding = None
+        if image_uri(doc.image) is None:
+            doc.image = None
+
+    # ------------------------------------------------------------ endpoints
+    @requests(on="/index")
+    def index(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
+        """Upsert by id. The last of several documents with one id wins."""
+        with self._store_lock:
+            keep = self._check_vectors(docs, "/index")
+            rows = {docs[i].id: self._row(docs[i]) for i in keep if self._owns(docs[i].id)}
+            if rows and self.store is not None:
+                self.store.upsert(list(rows.values()))
+        return self._slim(docs)
+
+    @requests(on="/update")
+    def update(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
+        """Replace stored documents; an id that is not stored gets `error` (use /index to add)."""
+        with self._store_lock:
+            keep = self._check_vectors(docs, "/update")
+            rows = {}
+            for i in keep:
+                doc = docs[i]
+                if not self._owns(doc.id):
+                    continue
+                if self.store is not None and self.store.exists(doc.id):
+                    rows[doc.id] = self._row(doc)
+                else:
+                    doc.error = f"{doc_name(doc, i)}: not in the index (use /index to add it)"
+            if rows and self.store is not None:
+                self.store.upsert(list(rows.values()))
+        return self._slim(docs)
+
+    @requests(on="/delete")
+    def delete(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
+        """Delete by id; only ids matter (images are ignored). Unknown ids get `error`."""
+        with self._store_lock:
+            found: List[str] = []
+            for i, doc in enumerate(docs):
+                doc.error = None
+                if not doc.id:
+                    doc.error = f"{doc_name(doc, i)}: has no id"
+                elif not self._owns(doc.id):
+                    continue
+                elif self.store is not None and self.store.exists(doc.id):
+                    found.append(doc.id)
+                else:
+                    doc.error = f"{doc_name(doc, i)}: not in the index"
+            if found and self.store is not None:
+                self.store.delete(sorted(set(found)))
+        return self._slim(docs)
+
+    @requests(on="/clear")
+    def clear(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
+        """Delete every stored document (the vector width stays fixed)."""
+        with self._store_lock:
+            if self.store is not None:
+                self.store.clear()
+        return self._slim(docs)
+
+    @requests(on="/count")
+    def count(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[StatsDoc]:
+        n = self.store.count() if self.store is not None else 0
+        return DocList[StatsDoc]([StatsDoc(id="count", count=n, shards={str(self.shard_id): n}, dim=self.dim)])
+
+    @requests(on="/search")
+    def search(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
+        """Fill `matches` and `scores` (cosine similarity, best first) of each query with an embedding.
+
+        parameters: `limit` (default `default_limit`, at most `max_limit`),
+        `exclude_reference` (default true: leave out the gallery document named
+        by the query's `reference_id`).
+        """
+        parameters = parameters or {}
+        limit = _param_int(parameters, "limit", self.default_limit)
+        if not 1 <= limit <= self.max_limit:
+            raise ValueError(f"parameter 'limit' must be between 1 and {self.max_limit}, got {limit}")
+        exclude = _param_bool(parameters, "exclude_reference", True)
+        rows, vectors = [], []
+        for i, doc in enumerate(docs):
+            doc.matches, doc.scores = DocList[MatchDoc](), []
+            if doc.error:
+                continue
+            if doc.embedding is None:
+                doc.error = f"{doc_name(doc, i)}: has no embedding (send it through the encoder, or set one)"
+                continue
+            vec = np.asarray(doc.embedding, dtype=np.float32)
+            if vec.ndim != 1 or (self.dim is not None and vec.shape[0] != self.dim):
+                doc.error = f"{doc_name(doc, i)}: query vector of shape {tuple(vec.shape)}, the index holds width {self.dim}"
+                continue
+            if not np.isfinite(vec).all():
+                doc.error = f"{doc_name(doc, i)}: query vector has NaN or infinite values"
+                continue
+            rows.append(i)
+            vectors.append(vec)
+        for doc in docs:
+            self._slim_query(doc)
+        if not rows or self.store is None:
+            return docs
+        with self._store_lock:
+            # One extra hit per query so that dropping the reference still leaves `limit`.
+            hits = self.store.search(np.stack(vectors), limit + (1 if exclude else 0))
+        for i, row_hits in zip(rows, hits):
+            doc = docs[i]
+            skip = doc.reference_id if exclude else None
+            kept = [(m, s) for m, s in row_hits if m.id != skip][:limit]
+            doc.matches = DocList[MatchDoc]([MatchDoc(id=m.id, uri=m.uri, tags=dict(m.tags or {}), score=s) for m, s in kept])
+            doc.scores = [float(s) for _, s in kept]
+        return docs
+
+    @requests(on="/encode")
+    def encode_passthrough(self, docs: DocList[QueryDoc], **kwargs: Any) -> DocList[QueryDoc]:
+        """`/encode` only encodes; the indexer passes it through (a Flow must expose every
+        endpoint of the encoder on the next Executor too)."""
+        return docs
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        super().close()
+
+
+class MLCLMerger(Executor):
+    """`uses_after` of a sharded MLCLIndexer: merges the answers of all shards.
+
+    `/search`: the global top-`limit` from the per-shard top-`limit` lists
+    (exact: each shard's list holds every candidate that could be in the
+    global top-`limit`). `/count`: the sum. Write endpoints: docarray's reduce
+    (per-document fields merged, e.g. the `error` set by the owning shard).
+    Set `default_limit` to the indexer's.
+    """
+
+    def __init__(self, default_limit: int = 10, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.default_limit = int(default_limit)
+
+    @requests(on="/search")
+    def merge_search(
+        self,
+        docs: DocList[QueryDoc] = None,  # annotated: Jina takes the request schema from `docs`
+        docs_matrix: Optional[List[DocList[QueryDoc]]] = None,
+        parameters: Optional[Dict[str, Any]] = None,
+        **kwargs: Any,
+    ) -> DocList[QueryDoc]:
+        shards = [d for d in (docs_matrix or []) if d is not None]
+        if not shards:
+            return DocList[QueryDoc]()
+        limit = _param_int(parameters or {}, "limit", self.default_limit)
+        out = shards[0]
+        by_id = [{d.id: d for d in other} for other in shards[1:]]
+        for doc in out:
+            pairs = list(zip(doc.scores, doc.matches))
+            errors = [doc.error] if doc.error else []
+            for table in by_id:
+                other = table.get(doc.id)
+                if other is None:
+                    continue
+                pairs.extend(zip(other.scores, other.matches))
+                if other.error and other.error not in errors:
+                    errors.append(other.error)
+            pairs.sort(key=lambda p: (-p[0], p[1].id))
+            pairs = pairs[:limit]
+            doc.scores = [float(s) for s, _ in pairs]
+            doc.matches = DocList[MatchDoc]([m for _, m in pairs])
+            doc.error = "; ".join(errors) or None
+        return out
+
+    @requests(on="/encode")
+    def merge_encode(
+        self, docs: DocList[QueryDoc] = None, docs_matrix: Optional[List[DocList[QueryDoc]]] = None, **kwargs: Any
+    ) -> DocList[QueryDoc]:
+        shards = [d for d in (docs_matrix or []) if d is not None]
+        return shards[0] if shards else (docs if docs is not None else DocList[QueryDoc]())
+
+    @requests(on="/count")
+    def merge_count(
+        self, docs: DocList[StatsDoc] = None, docs_matrix: Optional[List[DocList[StatsDoc]]] = None, **kwargs: Any
+    ) -> DocList[StatsDoc]:
+        per_shard: Dict[str, int] = {}
+        dim = None
+        for docs in docs_matrix or []:
+            for doc in docs:
+                per_shard.update(doc.shards)
+                dim = dim or doc.dim
+        return DocList[StatsDoc]([StatsDoc(id="count", count=sum(per_shard.values()), shards=per_shard, dim=dim)])
+
+    # Explicit endpoints, no default one: the gateway expects the endpoints of
+    # `uses_after` to be endpoints of the shards as well.
+    @requests(on=["/index", "/update", "/delete", "/clear"])
+    def merge(
+        self, docs: DocList[GalleryDoc] = None, docs_matrix: Optional[List[DocList[GalleryDoc]]] = None, **kwargs: Any
+    ) -> DocList[GalleryDoc]:
+        from docarray.utils.reduce import reduce_all
+
+        shards = [d for d in (docs_matrix or []) if d is not None]
+        if not shards:
+            return DocList[GalleryDoc]()
+        return shards[0] if len(shards) == 1 else reduce_all(shards)
+
+
+__all__ = ["MLCLIndexer", "MLCLMerger", "shard_of"]

@@ -1,0 +1,19 @@
+"""What the Executor YAML files name in `py_modules` (by file path).
+
+Jina imports a `py_modules` entry by path when it can find it as a file, so
+this shim works whether or not the project is pip-installed: it imports the
+`mlcl_executor` package (registering MLCLEncoder, MLCLIndexer and MLCLMerger
+with Jina), putting the repository root on sys.path when it is not installed.
+"""
+
+import sys
+from pathlib import Path
+
+try:
+    import mlcl_executor  # noqa: F401
+except ModuleNotFoundError:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# Defining the classes registers them with Jina (jtype: MLCLEncoder, ...).
+from mlcl_executor.encoder import MLCLEncoder  # noqa: E402,F401
+from mlcl_executor.indexer import MLCLIndexer, MLCLMerger  # noqa: E402,F401

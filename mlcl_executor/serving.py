@@ -1,0 +1,167 @@
+"""Start the Flow from its YAML with overrides, and talk to it (gRPC and HTTP).
+
+Shared by `mlcl serve/index/search/demo` and the tests. The YAML files stay
+the source of truth; this module only overrides ports, workspace and a few
+`with:` parameters, the way `jina flow --uses` users would edit the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FLOW = REPO_ROOT / "flows" / "flow.yml"
+SHARDED_FLOW = REPO_ROOT / "flows" / "flow.sharded.yml"
+DEFAULT_GRPC_PORT = 54321
+DEFAULT_HTTP_PORT = 54322
+
+
+def quiet_jina() -> None:
+    """No telemetry, no survey prompt (tests, CI, the demo)."""
+    os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
+    os.environ.setdefault("JINA_HIDE_SURVEY", "1")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flow_config(
+    flow_file: str | os.PathLike = DEFAULT_FLOW,
+    grpc_port: Optional[int] = None,
+    http_port: Optional[int] = None,
+    workspace: Optional[str | os.PathLike] = None,
+    encoder_with: Optional[Dict[str, Any]] = None,
+    indexer_with: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """The Flow YAML as a dict with overrides applied (and relative `uses` made absolute)."""
+    path = Path(flow_file).resolve()
+    config = yaml.safe_load(path.read_text())
+    if not isinstance(config, dict) or config.get("jtype") != "Flow":
+        raise ValueError(f"{path} is not a Jina Flow YAML (no 'jtype: Flow')")
+    with_ = config.setdefault("with", {}) or {}
+    config["with"] = with_
+    ports = list(with_.get("port") or [DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT])
+    protocols = list(with_.get("protocol") or ["grpc", "http"])
+    for proto, port in (("grpc", grpc_port), ("http", http_port)):
+        if port is not None and proto in protocols:
+            ports[protocols.index(proto)] = int(port)
+    with_["port"] = ports
+    for executor in config.get("executors", []):
+        for key in ("uses", "uses_after", "uses_before"):
+            value = executor.get(key)
+            if isinstance(value, str) and value.endswith((".yml", ".yaml")) and not os.path.isabs(value):
+                executor[key] = str((path.parent / value).resolve())
+        uses = str(executor.get("uses", ""))
+        extra = None
+        if uses.endswith("config.yml") or executor.get("name") == "encoder":
+            extra = encoder_with
+        elif executor.get("name") == "indexer":
+            extra = indexer_with
+        if extra:
+            executor["uses_with"] = {**(executor.get("uses_with") or {}), **extra}
+        if workspace is not None and "workspace" in executor:
+            executor["workspace"] = str(Path(workspace).resolve())
+    return config
+
+
+def build_flow(**kwargs: Any) -> "Flow":  # noqa: F821
+    """A `jina.Flow` from `flow_config(**kwargs)` (not started)."""
+    quiet_jina()
+    from jina import Flow
+
+    return Flow.load_config(flow_config(**kwargs))
+
+
+def flow_ports(config: Dict[str, Any]) -> Dict[str, int]:
+    with_ = config.get("with", {})
+    return dict(zip(with_.get("protocol", ["grpc", "http"]), with_.get("port", [DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT])))
+
+
+# ------------------------------------------------------------------ clients
+def grpc_client(host: str = "localhost", port: int = DEFAULT_GRPC_PORT) -> "Client":  # noqa: F821
+    quiet_jina()
+    from jina import Client
+
+    return Client(host=host, port=int(port), protocol="grpc")
+
+
+def http_post(base_url: str, endpoint: str, payload: Dict[str, Any], timeout: float = 60.0) -> Dict[str, Any]:
+    """POST JSON to the HTTP gateway; returns the decoded answer (raises with the server's message on errors)."""
+    url = base_url.rstrip("/") + "/" + endpoint.lstrip("/")
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode("utf-8"), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode("utf-8", "replace")
+        raise RuntimeError(f"POST {url} failed with HTTP {exc.code}: {body[:2000]}") from None
+
+
+def http_error(answer: Dict[str, Any]) -> Optional[str]:
+    """The request-level error of an HTTP answer (Jina reports executor exceptions in `header.status`), or None."""
+    status = (answer.get("header") or {}).get("status") or {}
+    if status.get("code") in (None, 0, "SUCCESS"):
+        return None
+    exc = status.get("exception") or {}
+    return exc.get("args", [None])[0] if isinstance(exc.get("args"), list) and exc.get("args") else str(status)
+
+
+def curl_command(base_url: str, endpoint: str, payload: Dict[str, Any], max_len: int = 120) -> str:
+    """A copy-pasteable curl for an HTTP request (long strings such as data URIs are shortened)."""
+
+    def shorten(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > max_len:
+            return value[: max_len - 20] + "...(truncated)"
+        if isinstance(value, dict):
+            return {k: shorten(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shorten(v) for v in value]
+        return value
+
+    body = json.dumps(shorten(payload))
+    return (
+        f"curl -s -X POST {base_url.rstrip('/')}/{endpoint.lstrip('/')} "
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
+
+
+def image_files(paths: Iterable[str | os.PathLike], recursive: bool = True) -> List[Path]:
+    """Image files named by `paths` (files, or folders searched for images), sorted, no duplicates."""
+    suffixes = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+    found: Dict[Path, None] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            for f in sorted(p.glob(pattern)):
+                if f.is_file() and f.suffix.lower() in suffixes:
+                    found[f.resolve()] = None
+        elif p.is_file():
+            found[p.resolve()] = None
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return list(found)
+
+
+def batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+__all__ = [
+    "DEFAULT_FLOW", "DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "SHARDED_FLOW", "batched", "build_flow",
+    "curl_command", "flow_config", "flow_ports", "free_port", "grpc_client", "http_error", "http_post",
+    "image_files", "quiet_jina",
+]

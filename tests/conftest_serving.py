@@ -1,0 +1,107 @@
+"""Helpers for the serving tests (test_executor_*, test_indexer_*, test_flow_*, test_export).
+
+Not a conftest: imported explicitly, so it adds nothing to other test modules.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
+os.environ.setdefault("JINA_HIDE_SURVEY", "1")
+os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")  # keep pytest output readable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BACKBONE = "mlcl-micro"  # 32 px, D = 32: fast on 2 cores
+
+_lock = threading.Lock()
+_checkpoint: Optional[Path] = None
+
+
+def tiny_checkpoint() -> Path:
+    """A small random MLCL checkpoint, built once per test session (process)."""
+    global _checkpoint
+    with _lock:
+        if _checkpoint is None or not _checkpoint.is_file():
+            import torch
+
+            from mlcl.model import build_model, save_checkpoint
+
+            torch.manual_seed(0)
+            folder = Path(tempfile.mkdtemp(prefix="mlcl-serving-tests-"))
+            _checkpoint = save_checkpoint(build_model(BACKBONE).eval(), folder / "micro.pt")
+        return _checkpoint
+
+
+def default_checkpoint_or_tiny() -> Path:
+    from mlcl.paths import DEFAULT_CHECKPOINT
+
+    return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else tiny_checkpoint()
+
+
+def png_bytes(colour: Any = (200, 30, 30), size: tuple = (40, 30)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, mediatype: str = "image/png") -> str:
+    return f"data:{mediatype};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def shapes_test_split(n: int = 50):
+    """A small generated shapes test split (cached under the pytest temp root)."""
+    from mlcl.data.shapes import ShapesDataset, ensure_shapes
+
+    root = Path(tempfile.gettempdir()) / "mlcl-serving-tests-shapes"
+    ensure_shapes(root, split="test", n=n, workers=1)
+    return ShapesDataset(root, "test")
+
+
+@contextlib.contextmanager
+def running_flow(
+    flow_file: str | os.PathLike,
+    workspace: str | os.PathLike,
+    encoder_with: Optional[Dict[str, Any]] = None,
+    indexer_with: Optional[Dict[str, Any]] = None,
+) -> Iterator[Dict[str, Any]]:
+    """Start a Flow from a YAML (real executor processes) on free ports; yields its ports."""
+    from mlcl_executor.serving import build_flow, free_port
+
+    grpc, http = free_port(), free_port()
+    flow = build_flow(
+        flow_file=flow_file, grpc_port=grpc, http_port=http, workspace=workspace,
+        encoder_with={"device": "cpu", "torch_threads": 1, **(encoder_with or {})}, indexer_with=indexer_with,
+    )
+    with flow:
+        yield {"grpc": grpc, "http": http, "http_url": f"http://127.0.0.1:{http}", "flow": flow}
+
+
+def server_error(exc: BaseException) -> str:
+    """The message of an Executor's exception as a gRPC client receives it (jina's BadServer)."""
+    header = exc.args[0] if exc.args else None
+    status = getattr(header, "status", None)
+    if status is not None and status.exception.args:
+        return status.exception.args[0]
+    return str(exc)
+
+
+def subprocess_env() -> Dict[str, str]:
+    """Environment for `python -m mlcl.cli ...` children: repo importable, Jina quiet."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+PYTHON = sys.executable

@@ -1,0 +1,41 @@
+"""Smoke test of the benchmark scripts (--quick): they run and write the JSON fields the docs rely on. No timings asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
+os.environ.setdefault("JINA_HIDE_SURVEY", "1")
+
+
+@pytest.mark.timeout(120)
+def test_index_scale_and_training_speed_quick(tmp_path, capsys):
+    from bench import index_scale, training_speed
+
+    index_scale.main(["--quick", "--out-dir", str(tmp_path)])
+    data = json.loads((tmp_path / "index_scale.quick.json").read_text())
+    assert {"machine", "config", "results", "targets"} <= set(data)
+    assert {"cpu_model", "cpu_count", "ram_gb", "torch_threads", "date", "git_commit"} <= set(data["machine"])
+    backends = {r["backend"] for r in data["results"]}
+    assert backends == set(index_scale.BACKENDS)
+    for r in data["results"]:
+        assert "error" not in r, r
+        assert {"size", "indexed", "build_s", "rss_growth_mb", "settings"} <= set(r)
+        for s in r["settings"]:
+            assert {"batch1", "batch32", "recall_at_10"} <= set(s)
+            assert {"p50", "p95", "p99"} <= set(s["batch1"])
+            assert 0.0 <= s["recall_at_10"] <= 1.0
+            if r["backend"] in ("numpy", "torch", "store-memory"):
+                assert s["recall_at_10"] == 1.0  # exact search agrees with the exact reference
+
+    training_speed.main(["--quick", "--out-dir", str(tmp_path)])
+    data = json.loads((tmp_path / "training_speed.quick.json").read_text())
+    res = data["results"]
+    for key in ("stage1", "stage2_reencode", "stage2_cached"):
+        assert res[key]["samples_per_s"] > 0 and res[key]["steps"] >= 1
+    assert {"cache_build", "stage2_cached_speedup"} <= set(res)
+    out = capsys.readouterr().out
+    assert "| N | backend |" in out and "| phase |" in out

@@ -1,0 +1,105 @@
+"""`mlcl eval` on fixture trees, with the checkpoint loader swapped for the fake model."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+import mlcl.model
+from mlcl.cli import main
+from mlcl.commands.eval import config_defaults
+from test_eval_fakes import FakeModel, write_cirr_fixture, write_shoes_fixture
+
+
+@pytest.fixture
+def fake_ckpt(tmp_path, monkeypatch):
+    """A checkpoint file (.path) whose loading yields a FakeModel (kept in .models)."""
+    path = tmp_path / "fake.pt"
+    path.write_bytes(b"not a real checkpoint")
+    models: list[FakeModel] = []
+
+    def load(p, device="cpu"):
+        assert str(p) == str(path) and device == "cpu"
+        models.append(FakeModel())
+        return models[-1]
+
+    monkeypatch.setattr(mlcl.model, "load_checkpoint", load, raising=False)
+    return SimpleNamespace(path=path, models=models)
+
+
+BASE = ["eval", "--device", "cpu", "--num-workers", "0", "--no-progress"]
+
+
+def test_json_output_is_one_object_of_metrics(tmp_path, fake_ckpt, capsys):
+    root = write_cirr_fixture(tmp_path)
+    code = main(BASE + ["--checkpoint", str(fake_ckpt.path), "--dataset", "cirr", "--data-root", str(root), "--json",
+                        "--weighting", "released", "--batch-size", "2"])
+    assert code == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj == {"R@1": 33.3333, "R@5": 66.6667, "R@10": 100.0, "R@50": 100.0, "Rsubset@1": 33.3333,
+                   "Rsubset@2": 66.6667, "Rsubset@3": 66.6667, "headline": 50.0}
+    assert fake_ckpt.models[0].weighting == "released"
+
+
+def test_table_output_and_limit(tmp_path, fake_ckpt, capsys):
+    root = write_shoes_fixture(tmp_path)
+    assert main(BASE + ["--checkpoint", str(fake_ckpt.path), "--dataset", "shoes", "--data-root", str(root),
+                        "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "shoes / eval" in out and "2 queries, gallery 12 images" in out
+    assert "headline" in out and "mean of R@1, R@10, R@50" in out
+
+
+def test_submission_written_for_cirr_test1(tmp_path, fake_ckpt, capsys):
+    root = write_cirr_fixture(tmp_path)
+    sub = tmp_path / "sub"
+    assert main(BASE + ["--checkpoint", str(fake_ckpt.path), "--dataset", "cirr", "--split", "test1",
+                        "--data-root", str(root), "--submission", str(sub)]) == 0
+    assert sorted(p.name for p in sub.iterdir()) == [
+        "recall_submission_mlcl_test1.json", "recall_subset_submission_mlcl_test1.json"]
+    assert "no metrics" in capsys.readouterr().out
+
+
+def test_errors_are_reported_not_raised(tmp_path, fake_ckpt, capsys):
+    assert main(BASE + ["--checkpoint", str(tmp_path / "none.pt"), "--dataset", "shoes"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(BASE + ["--checkpoint", str(fake_ckpt.path), "--dataset", "shoes", "--submission", "x"]) == 2
+    assert main(BASE + ["--checkpoint", str(fake_ckpt.path), "--dataset", "cirr", "--data-root", str(tmp_path)]) == 1
+    assert "cirr/captions" in capsys.readouterr().err
+
+
+def test_config_gives_defaults_and_flags_override(tmp_path, fake_ckpt, capsys):
+    root = write_shoes_fixture(tmp_path)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "model: {arch: mlcl}\n"
+        f"datasets:\n  shoes_cir:\n    build_info: {{storage: {root}}}\n"
+        "run: {test_splits: [test], batch_size_eval: 4, num_workers: 0}\n"
+    )
+    assert config_defaults(cfg) == {"dataset": "shoes", "data_root": root, "split": "test",
+                                    "batch_size": 4, "num_workers": 0}
+    assert main(BASE + ["--checkpoint", str(fake_ckpt.path), "--config", str(cfg), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["R@50"] == 100.0
+
+
+def test_shapes_needs_no_other_argument(tmp_path, fake_ckpt, monkeypatch, capsys):
+    """`--dataset shapes --split test` generates the split if it is missing."""
+    shapes = pytest.importorskip("mlcl.data.shapes")
+    if not hasattr(shapes, "ensure_shapes"):
+        pytest.skip("shapes generator not available yet")
+    import functools
+
+    import mlcl.paths
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLCL_HOME", str(home))
+    monkeypatch.setattr(mlcl.paths, "DEFAULT_CHECKPOINT", fake_ckpt.path)
+    # the real generator, asked for a small split to keep the test fast
+    monkeypatch.setattr(shapes, "ensure_shapes", functools.partial(shapes.ensure_shapes, n=12))
+    assert main(BASE + ["--dataset", "shapes", "--split", "test", "--limit", "4", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert set(obj) == {"R@1", "R@5", "R@10", "R@50", "headline"}
+    assert all(0.0 <= v <= 100.0 for v in obj.values())
+    assert any(home.rglob("*.png"))  # the split was generated under MLCL_HOME

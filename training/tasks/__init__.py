@@ -1,0 +1,1 @@
+"""Part of the LAVIS training package; importing `training` registers everything."""
