@@ -82,6 +82,7 @@ def bare(model: Any, kind: str, images: List[bytes], texts: List[str], batch: in
         x = torch.stack([prep(b) for b in images[:batch]])
         model.encode_query(x, texts[:batch]) if kind == "query" else model.encode_image(x)
         batch_times = []
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         for s in progress(range(0, n, batch), desc=f"bare {kind} {'pipeline' if decode else 'forward'}"):
             tb = time.perf_counter()
@@ -90,7 +91,9 @@ def bare(model: Any, kind: str, images: List[bytes], texts: List[str], batch: in
             v.float().cpu().numpy()
             batch_times.append(time.perf_counter() - tb)
         wall = time.perf_counter() - t0
-    return {"items": n, "seconds": wall, "items_per_s": n / wall, "batch_ms": percentiles([t * 1e3 for t in batch_times])}
+        cpu = time.process_time() - cpu0
+    return {"items": n, "seconds": wall, "items_per_s": n / wall, "batch_ms": percentiles([t * 1e3 for t in batch_times]),
+            "cpu_ms_per_batch": cpu * 1e3 / len(batch_times)}
 
 
 # ------------------------------------------------------------------ flow clients
@@ -111,17 +114,44 @@ def _client_proc(port: int, kind: str, images: List[bytes], texts: List[str], ba
     start.wait(timeout=300)
     lat = []
     errors = 0
+    cpu0 = sum(os.times()[:2])
     t0 = time.perf_counter()
     for docs in batches:
         tb = time.perf_counter()
         res = client.post("/encode", inputs=docs, parameters=params, request_size=batch, return_type=DocList[QueryDoc])
         lat.append(time.perf_counter() - tb)
         errors += sum(1 for d in res if d.embedding is None)
-    out.put({"idx": idx, "t0": t0, "t1": time.perf_counter(), "items": len(images), "lat": lat, "errors": errors})
+    t1 = time.perf_counter()
+    out.put({"idx": idx, "t0": t0, "t1": t1, "items": len(images), "lat": lat, "errors": errors,
+             "cpu_s": sum(os.times()[:2]) - cpu0})
+
+
+def flow_pids(flow: Any) -> Dict[str, int]:
+    """name -> pid of the Flow's processes (jina internals; empty when they change)."""
+    pids: Dict[str, int] = {}
+    try:
+        for name, dep in flow._deployment_nodes.items():
+            for shard_id, shard in dep.shards.items():
+                for j, pod in enumerate(shard._pods):
+                    pids[f"{name}" + (f"/{shard_id}" if len(dep.shards) > 1 else "") + (f"/{j}" if len(shard._pods) > 1 else "")] = pod.worker.pid
+    except Exception:  # noqa: BLE001 - private API: measure without it
+        return {}
+    return pids
+
+
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except Exception:  # noqa: BLE001
+        return float("nan")
 
 
 def flow_throughput(port: int, kind: str, images: List[bytes], texts: List[str], batch: int, clients: int,
-                    protocol: str = "grpc", timeout_s: float = 600.0) -> Dict[str, Any]:
+                    protocol: str = "grpc", timeout_s: float = 600.0, pids: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+    pids = pids or {}
     ctx = mp.get_context("spawn")
     ready, out, start = ctx.Queue(), ctx.Queue(), ctx.Event()
     per = len(images) // clients
@@ -131,16 +161,22 @@ def flow_throughput(port: int, kind: str, images: List[bytes], texts: List[str],
         p.start()
     for _ in procs:
         ready.get(timeout=300)
+    cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
     start.set()
     results = [out.get(timeout=timeout_s) for _ in procs]
+    cpu1 = {name: _cpu_s(pid) for name, pid in pids.items()}
     for p in procs:
         p.join(timeout=30)
     t0 = min(r["t0"] for r in results)
     t1 = max(r["t1"] for r in results)
     items = sum(r["items"] for r in results)
     lat = [x * 1e3 for r in results for x in r["lat"]]
+    n_batches = sum(len(r["lat"]) for r in results)
+    cpu = {name: (cpu1[name] - cpu0[name]) * 1e3 / n_batches for name in pids}
+    cpu["clients"] = sum(r["cpu_s"] for r in results) * 1e3 / n_batches
     return {"clients": clients, "items": items, "seconds": t1 - t0, "items_per_s": items / (t1 - t0),
-            "request_ms": percentiles(lat), "errors": sum(r["errors"] for r in results)}
+            "request_ms": percentiles(lat), "errors": sum(r["errors"] for r in results),
+            "cpu_ms_per_batch": cpu}
 
 
 # ------------------------------------------------------------------ profile
@@ -213,13 +249,14 @@ def profile_executor(ckpt: Path, images: List[bytes], texts: List[str], batch: i
 # ------------------------------------------------------------------ main
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--items", type=int, default=1024, help="items per kind (queries, gallery images)")
+    p.add_argument("--items", type=int, default=512, help="items per kind (queries, gallery images)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--clients", type=int, nargs="+", default=[4], help="concurrent gRPC client processes (several values: one run each)")
     p.add_argument("--checkpoint", default=None, help="default: the bundled model, else a random mlcl-tiny")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the bare model and of the Flow's encoder (default: torch's)")
     p.add_argument("--encoder-with", default=None, help="JSON dict of MLCLEncoder `with:` overrides (e.g. torch_threads)")
     p.add_argument("--flow", default=None, help="Flow YAML (default flows/flow.yml)")
+    p.add_argument("--rounds", type=int, default=3, help="alternate bare and Flow runs this many times; medians reported")
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--profile-reps", type=int, default=6)
     p.add_argument("--name", default=None)
@@ -227,7 +264,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
     if args.quick:
-        args.items, args.clients, args.profile_reps = 64, [2], 2
+        args.items, args.clients, args.profile_reps, args.rounds = 64, [2], 2, 1
     return args
 
 
@@ -261,30 +298,54 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         t0 = time.perf_counter()
         with flow:
             res["flow_start_s"] = time.perf_counter() - t0
-            # Same run, same inputs: the bare model in this process while the Flow idles.
+            pids = flow_pids(flow)
+            res["flow_processes"] = pids
+            # Same run, same inputs: the bare model in this process while the Flow idles, alternating with
+            # the Flow's runs for `--rounds` rounds (the median of the rounds is reported: the machine is shared).
             torch.set_num_threads(threads)
             model = load_checkpoint(ckpt, device="cpu")
             model.eval()
-            for kind in KINDS:
-                res["bare"][kind] = {"forward": bare(model, kind, images, texts, args.batch, decode=False),
-                                     "pipeline": bare(model, kind, images, texts, args.batch, decode=True)}
+            rounds: List[Dict[str, Any]] = []
+            for rnd in range(args.rounds):
+                r_out: Dict[str, Any] = {"bare": {}, "flow": {}}
+                for kind in KINDS:
+                    r_out["bare"][kind] = {"forward": bare(model, kind, images, texts, args.batch, decode=False),
+                                           "pipeline": bare(model, kind, images, texts, args.batch, decode=True)}
+                    for c in args.clients:
+                        r = flow_throughput(grpc_port, kind, images, texts, args.batch, c, pids=pids)
+                        r_out["flow"].setdefault(kind, []).append(r)
+                        print(f"[encoder_throughput] round {rnd} {kind}: bare {r_out['bare'][kind]['forward']['items_per_s']:.1f}, "
+                              f"flow clients={c} {r['items_per_s']:.1f} items/s", file=sys.stderr)
+                rounds.append(r_out)
+            res["rounds"] = rounds
             del model
             if args.profile:
                 res["profile"] = profile_executor(ckpt, images, texts, args.batch, args.profile_reps)
-                for kind in KINDS:
-                    ms = res["profile"][kind]["ms"]
-                    res["bare"][kind]["executor_direct"] = {"items_per_s": args.batch / (ms["executor"] / 1e3)}
-            for kind in KINDS:
-                for c in args.clients:
-                    r = flow_throughput(grpc_port, kind, images, texts, args.batch, c)
-                    res["flow"].setdefault(kind, []).append(r)
-                    print(f"[encoder_throughput] flow {kind} clients={c}: {r['items_per_s']:.1f} items/s", file=sys.stderr)
+    med = lambda xs: float(sorted(xs)[len(xs) // 2])  # noqa: E731
     for kind in KINDS:
+        res["bare"][kind] = {mode: {"items_per_s": med([r["bare"][kind][mode]["items_per_s"] for r in rounds]),
+                                    "cpu_ms_per_batch": med([r["bare"][kind][mode]["cpu_ms_per_batch"] for r in rounds]),
+                                    "rounds": [r["bare"][kind][mode]["items_per_s"] for r in rounds]}
+                             for mode in ("forward", "pipeline")}
+        if args.profile:
+            res["bare"][kind]["executor_direct"] = {"items_per_s": args.batch / (res["profile"][kind]["ms"]["executor"] / 1e3)}
+        res["flow"][kind] = []
+        for ci, c in enumerate(args.clients):
+            runs = [r["flow"][kind][ci] for r in rounds]
+            cpu_keys = runs[0]["cpu_ms_per_batch"].keys()
+            res["flow"][kind].append({
+                "clients": c, "items_per_s": med([x["items_per_s"] for x in runs]), "rounds": [x["items_per_s"] for x in runs],
+                "request_ms_p50": med([x["request_ms"]["p50"] for x in runs]),
+                "cpu_ms_per_batch": {k: med([x["cpu_ms_per_batch"][k] for x in runs]) for k in cpu_keys},
+                "errors": sum(x["errors"] for x in runs),
+            })
         best = max(res["flow"][kind], key=lambda r: r["items_per_s"])
         res["ratio"][kind] = {
             "flow_vs_forward": best["items_per_s"] / res["bare"][kind]["forward"]["items_per_s"],
             "flow_vs_pipeline": best["items_per_s"] / res["bare"][kind]["pipeline"]["items_per_s"],
             "clients": best["clients"],
+            "per_round_flow_vs_forward": [max(x["items_per_s"] for x in r["flow"][kind]) / r["bare"][kind]["forward"]["items_per_s"]
+                                          for r in rounds],
         }
     name = args.name or "encoder_throughput"
     config = {k: v for k, v in vars(args).items() if k != "out_dir"}
@@ -302,18 +363,29 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                          r["items_per_s"] / b["forward"]["items_per_s"], r["items_per_s"] / b["pipeline"]["items_per_s"]])
     print(markdown_table(["work", "bare forward", "bare decode+forward", "executor in-process", "gRPC clients",
                           "Flow gRPC", "Flow / bare forward", "Flow / bare decode+forward"], rows))
+    print(f"\n#### CPU time per batch of {args.batch} by process, Flow runs (ms, median of rounds)\n")
+    crow = []
+    for kind in KINDS:
+        for r in res["flow"][kind]:
+            cpu = r["cpu_ms_per_batch"]
+            total = sum(v for v in cpu.values() if v == v)
+            r["cpu_ms_per_batch_total"] = total
+            crow.append([kind, r["clients"], *[cpu.get(k) for k in sorted(cpu)], total,
+                         res["bare"][kind]["forward"]["cpu_ms_per_batch"], res["bare"][kind]["pipeline"]["cpu_ms_per_batch"],
+                         res["bare"][kind]["forward"]["cpu_ms_per_batch"] / total if total else None, r["request_ms_p50"]])
+    keys = sorted(res["flow"][KINDS[0]][0]["cpu_ms_per_batch"])
+    print(markdown_table(["kind", "clients", *[f"{k} CPU" for k in keys], "Flow total CPU", "bare forward CPU",
+                          "bare decode+forward CPU", "bare forward / Flow CPU", "request p50 ms"], crow))
     if args.profile:
-        print(f"\n#### Per batch of {args.batch} (ms, medians)\n")
+        print(f"\n#### Per batch of {args.batch}, in this process (ms, medians)\n")
         prow = []
         for kind in KINDS:
             pr = res["profile"][kind]
             ms = pr["ms"]
             prow.append([kind, ms["to_protobuf"], ms["from_protobuf"], ms["decode_preprocess"], ms["forward"], ms["executor"],
-                         ms["response_to_protobuf"], pr["request_bytes"], pr["response_bytes"],
-                         res["flow"][kind][0]["request_ms"]["p50"]])
+                         ms["response_to_protobuf"], pr["request_bytes"], pr["response_bytes"]])
         print(markdown_table(["kind", "client to_protobuf", "server from_protobuf", "decode+preprocess", "model forward",
-                              "executor endpoint", "response to_protobuf", "request bytes", "response bytes",
-                              "Flow request p50 (under load)"], prow))
+                              "executor endpoint", "response to_protobuf", "request bytes", "response bytes"], prow))
     print(f"\nMachine: {machine_line(info)}\nJSON: {path}")
     return payload
 

@@ -287,7 +287,8 @@ def table(results: List[Dict[str, Any]]) -> str:
 
 def target_check(results: List[Dict[str, Any]], size: int) -> Optional[Dict[str, Any]]:
     """At `size`: the cheapest HNSW setting with recall@10 >= 0.98 vs the fastest exact backend (batch 1)."""
-    exact = [r for r in results if r.get("size") == size and "error" not in r and r["backend"] in ("numpy", "torch", "store-memory")]
+    exact = [r for r in results if r.get("size") == size and "error" not in r and not r.get("extrapolated")
+             and r["backend"] in ("numpy", "torch", "store-memory")]
     hnsw = [(r, s) for r in results if r.get("size") == size and "error" not in r and not r.get("extrapolated")
             for s in r["settings"] if s["setting"].startswith("ef=")]
     if not exact or not hnsw:
@@ -303,6 +304,25 @@ def target_check(results: List[Dict[str, Any]], size: int) -> Optional[Dict[str,
             "hnsw_batch1_p50_ms": s["batch1"]["p50"], "exact_backend": best_exact["backend"],
             "exact_batch1_p50_ms": best_exact["settings"][0]["batch1"]["p50"], "speedup": speedup,
             "met": bool(s["recall_at_10"] >= 0.98 and speedup >= 10)}
+
+
+def report(payload: Dict[str, Any], path: Any) -> None:
+    cfg, results, info = payload["config"], payload["results"], payload["machine"]
+    print(f"\n### Index scale ({cfg['data']} unit vectors, width {cfg['dim']}, k={K})\n")
+    print(table(results))
+    docarray = [r for r in results if r.get("backend", "").startswith("store-") and "error" not in r]
+    if docarray:
+        print("\nOne upsert of the indexer's stores grows with the index (chunks of %d documents):\n" % cfg["chunk"])
+        print(markdown_table(["N", "store", "indexed", "first upsert ms", "last upsert ms"],
+                             [[r["size"], r["backend"], r["indexed"], r["first_upsert_ms"], r["last_upsert_ms"]] for r in docarray]))
+    for t in payload.get("targets", []):
+        if "speedup" in t:
+            print(f"\nN={t['size']:,}: {t['hnsw_backend']} {t['hnsw_setting']} recall@10 {t['recall_at_10']:.3f}, "
+                  f"batch-1 p50 {t['hnsw_batch1_p50_ms']:.3f} ms vs exact ({t['exact_backend']}) "
+                  f"{t['exact_batch1_p50_ms']:.3f} ms: {t['speedup']:.1f}x faster; target met: {t['met']}")
+        else:
+            print(f"\nN={t['size']:,}: no HNSW setting reached recall@10 0.98 (best {t['best_recall']:.3f})")
+    print(f"\nMachine: {machine_line(info)}\nJSON: {path}")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -326,6 +346,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--worker-timeout-s", type=float, default=3600.0)
     p.add_argument("--name", default=None, help="results file name (default: index_scale[_uniform])")
+    p.add_argument("--report", default=None, help="print the tables of an earlier results JSON (no measuring)")
     p.add_argument("--quick", action="store_true", help="small sizes, seconds (smoke test); implies --in-process")
     p.add_argument("--in-process", action="store_true", help="run every (backend, size) in this process (RSS less clean)")
     p.add_argument("--out-dir", default=None)
@@ -350,6 +371,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    if args.report:
+        payload = json.loads(Path(args.report).read_text())
+        payload["targets"] = [t for t in (target_check(payload["results"], s) for s in payload["config"]["sizes"]) if t]
+        report(payload, args.report)
+        return payload
     if args.worker:
         res = run_worker(args)
         Path(args.out).write_text(json.dumps(res))
@@ -370,16 +396,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     config = {k: v for k, v in vars(args).items() if k not in ("worker", "backend", "size", "out", "out_dir", "in_process")}
     payload = {"benchmark": name, "machine": info, "config": config, "results": results, "targets": targets}
     path = write_results(name, payload, Path(args.out_dir) if args.out_dir else None, quick=args.quick)
-    print(f"\n### Index scale ({args.data} unit vectors, width {args.dim}, k={K})\n")
-    print(table(results))
-    for t in targets:
-        if "speedup" in t:
-            print(f"\nN={t['size']:,}: {t['hnsw_backend']} {t['hnsw_setting']} recall@10 {t['recall_at_10']:.3f}, "
-                  f"batch-1 p50 {t['hnsw_batch1_p50_ms']:.3f} ms vs exact ({t['exact_backend']}) "
-                  f"{t['exact_batch1_p50_ms']:.3f} ms: {t['speedup']:.1f}x faster; target met: {t['met']}")
-        else:
-            print(f"\nN={t['size']:,}: no HNSW setting reached recall@10 0.98 (best {t['best_recall']:.3f})")
-    print(f"\nMachine: {machine_line(info)}\nJSON: {path}")
+    report(payload, path)
     return payload
 
 

@@ -53,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     from docarray import DocList
 
     from mlcl.data.shapes import ShapesDataset, ensure_shapes
-    from mlcl_executor.schemas import GalleryDoc, QueryDoc
+    from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
     from mlcl_executor.serving import build_flow, free_port, grpc_client, http_error, http_post
 
     args = parse_args(argv)
@@ -84,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                     raise RuntimeError(f"indexing failed: {bad[:3]}")
             res["index_s"] = time.perf_counter() - t0
             res["index_images_per_s"] = args.gallery / res["index_s"]
-            count = client.post("/count", inputs=DocList[GalleryDoc]([GalleryDoc(id="c")]), return_type=DocList[QueryDoc])
+            count = client.post("/count", inputs=DocList[GalleryDoc]([GalleryDoc(id="c")]), return_type=DocList[StatsDoc])
             http_base = f"http://127.0.0.1:{http_port}"
 
             def query(i: int) -> Dict[str, Any]:

@@ -193,6 +193,10 @@ def table(res: Dict[str, Any], batch: int) -> str:
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # before machine_info, which records the thread count
     info = machine_info()
     res = run(args)
     name = args.name or ("training_speed" + ("" if args.device == "cpu" else f"_{args.device.split(':')[0]}"))

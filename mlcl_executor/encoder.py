@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from docarray import DocList
 from jina import Executor, requests
@@ -26,7 +25,7 @@ from jina import Executor, requests
 from mlcl.model import load_checkpoint
 from mlcl.paths import DEFAULT_CHECKPOINT
 
-from .image_source import ImagePolicy, ImageSourceError, load_image
+from .image_source import ImagePolicy, ImageSourceError, image_uri, load_image
 from .schemas import GalleryDoc, QueryDoc
 
 Doc = Union[GalleryDoc, QueryDoc]
@@ -43,6 +42,17 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available (use device: cpu or auto)")
     return device
+
+
+def drop_payloads(docs: Sequence[Doc]) -> None:
+    """Answers do not echo image payloads (bytes, tensors, data URIs): keep path/URL strings only.
+
+    Nothing downstream needs them once encoded: the indexer stores only `image_uri`
+    (a path or URL) with the vector, and clients have their own images.
+    """
+    for doc in docs:
+        if doc.image is not None and image_uri(doc.image) is None:
+            doc.image = None
 
 
 class MLCLEncoder(Executor):
@@ -151,6 +161,7 @@ class MLCLEncoder(Executor):
                 vectors = vectors.float().cpu().numpy()
                 for row, i in enumerate(chunk):
                     docs[i].embedding = vectors[row]
+        drop_payloads(docs)
 
     def _prepare_images(self, docs: Sequence[Doc]) -> Dict[int, torch.Tensor]:
         """Decode + preprocess every document's image in the pool; failures become `error`."""
@@ -176,7 +187,3 @@ class MLCLEncoder(Executor):
         self._pool.shutdown(wait=False, cancel_futures=True)
         super().close()
 
-
-def vectors_of(docs: Sequence[Doc]) -> np.ndarray:
-    """Stack the embeddings of documents that have one (a convenience for clients and tests)."""
-    return np.stack([np.asarray(d.embedding, dtype=np.float32) for d in docs if d.embedding is not None])

@@ -69,8 +69,11 @@ class MLCLIndexer(Executor):
     `with:` parameters: `backend` (`memory`, exact, the default; or `hnsw`),
     `dim` (vector width; None: learnt from the first `/index` and kept in the
     workspace), `default_limit`, `max_limit`, `hnsw` (options: ef, M,
-    ef_construction, max_elements, num_threads). The index lives in the
-    Executor's workspace (per shard) and survives restarts.
+    ef_construction, max_elements, num_threads), `persistence` (fsync,
+    compact_ratio, compact_min_bytes: see `backends.py`). The index lives in
+    the Executor's workspace (per shard) and survives restarts and crashes:
+    each write is appended to a log (flushed, fsync'ed) before it is
+    acknowledged; snapshots are written at compaction and on close.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class MLCLIndexer(Executor):
         default_limit: int = 10,
         max_limit: int = 1000,
         hnsw: Optional[Dict[str, Any]] = None,
+        persistence: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -89,6 +93,7 @@ class MLCLIndexer(Executor):
         self.default_limit = int(default_limit)
         self.max_limit = int(max_limit)
         self.hnsw_options = dict(hnsw or {})
+        self.persistence = dict(persistence or {})
         self.shard_id = int(getattr(self.runtime_args, "shard_id", 0) or 0)
         self.shards = int(getattr(self.runtime_args, "shards", 1) or 1)
         self.workdir: Optional[Path] = Path(self.workspace) if self.workspace else None
@@ -127,7 +132,7 @@ class MLCLIndexer(Executor):
             (self.workdir / META_FILE).write_text(json.dumps({"backend": self.backend, "dim": dim, "format": 1}))
         else:
             self.logger.warning("MLCLIndexer: no workspace, the index will not survive a restart")
-        self.store = create_store(self.backend, dim, self.workdir, self.hnsw_options)
+        self.store = create_store(self.backend, dim, self.workdir, self.hnsw_options, self.persistence)
 
     def _owns(self, doc_id: str) -> bool:
         return shard_of(doc_id, self.shards) == self.shard_id

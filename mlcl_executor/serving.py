@@ -97,7 +97,11 @@ def grpc_client(host: str = "localhost", port: int = DEFAULT_GRPC_PORT) -> "Clie
 
 
 def http_post(base_url: str, endpoint: str, payload: Dict[str, Any], timeout: float = 60.0) -> Dict[str, Any]:
-    """POST JSON to the HTTP gateway; returns the decoded answer (raises with the server's message on errors)."""
+    """POST JSON to the HTTP gateway; returns the decoded answer.
+
+    A request the Executors reject (e.g. a bad parameter) comes back as HTTP 500
+    with `{"detail": "<the exception>"}`: raised here as RuntimeError with that text.
+    """
     url = base_url.rstrip("/") + "/" + endpoint.lstrip("/")
     request = urllib.request.Request(
         url, data=json.dumps(payload).encode("utf-8"), headers={"Content-Type": "application/json"}, method="POST"
@@ -111,12 +115,16 @@ def http_post(base_url: str, endpoint: str, payload: Dict[str, Any], timeout: fl
 
 
 def http_error(answer: Dict[str, Any]) -> Optional[str]:
-    """The request-level error of an HTTP answer (Jina reports executor exceptions in `header.status`), or None."""
+    """The request-level error recorded in an HTTP answer's `header.status`, or None.
+
+    (Executor exceptions usually arrive as HTTP 500, raised by `http_post`; this
+    reads the status some gateway versions put in a 200 answer instead.)
+    """
     status = (answer.get("header") or {}).get("status") or {}
     if status.get("code") in (None, 0, "SUCCESS"):
         return None
-    exc = status.get("exception") or {}
-    return exc.get("args", [None])[0] if isinstance(exc.get("args"), list) and exc.get("args") else str(status)
+    args = (status.get("exception") or {}).get("args")
+    return args[0] if isinstance(args, list) and args else str(status)
 
 
 def curl_command(base_url: str, endpoint: str, payload: Dict[str, Any], max_len: int = 120) -> str:

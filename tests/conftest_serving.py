@@ -5,10 +5,12 @@ Not a conftest: imported explicitly, so it adds nothing to other test modules.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import io
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -18,6 +20,16 @@ from typing import Any, Dict, Iterator, Optional
 os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
 os.environ.setdefault("JINA_HIDE_SURVEY", "1")
 os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")  # keep pytest output readable
+# Flows started from the test process must not fork it: this process runs torch
+# (building the test model, in-process encoder tests), and a forked child that uses
+# torch's OpenMP pool after that can hang at start-up. A fork server is a clean
+# process (it never runs torch) that forks the executors; preloading the heavy
+# imports there keeps Flow start-up fast. Read by jina when it is first imported.
+os.environ.setdefault("JINA_MP_START_METHOD", "forkserver")
+if os.environ["JINA_MP_START_METHOD"] == "forkserver":
+    import multiprocessing
+
+    multiprocessing.set_forkserver_preload(["mlcl_executor.jina_register"])
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKBONE = "mlcl-micro"  # 32 px, D = 32: fast on 2 cores
@@ -37,6 +49,7 @@ def tiny_checkpoint() -> Path:
 
             torch.manual_seed(0)
             folder = Path(tempfile.mkdtemp(prefix="mlcl-serving-tests-"))
+            atexit.register(shutil.rmtree, folder, True)
             _checkpoint = save_checkpoint(build_model(BACKBONE).eval(), folder / "micro.pt")
         return _checkpoint
 
@@ -101,6 +114,9 @@ def subprocess_env() -> Dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYTHONUNBUFFERED"] = "1"
+    # A fresh `mlcl serve` runs no torch before starting its Flow: Jina's default (fork) is
+    # safe there and starts faster; that is also what users run.
+    env.pop("JINA_MP_START_METHOD", None)
     return env
 
 

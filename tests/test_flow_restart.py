@@ -117,3 +117,12 @@ def test_cli_reports_missing_inputs(tmp_path):
     assert done.returncode == 2 and "give --image, --text, or both" in done.stderr
     done = cli("index", str(tmp_path / "nowhere"), "--port", str(free_port()))
     assert done.returncode == 2 and "no such file or folder" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_the_core_package_and_cli_modules_do_not_import_jina():
+    code = ("import sys, mlcl, mlcl.model, mlcl.cli, mlcl.commands.serve, mlcl.commands.index, "
+            "mlcl.commands.search, mlcl.commands.demo; mlcl.cli.build_parser(); "
+            "assert 'jina' not in sys.modules and 'mlcl_executor.encoder' not in sys.modules, sorted(sys.modules)")
+    done = subprocess.run([PYTHON, "-c", code], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -190,3 +190,110 @@ def test_shards_partition_ids_and_merge_to_the_single_shard_answer(tmp_path, dat
     answers = [s.update(docs=gallery(vectors[:1]) + gallery(vectors[:1], prefix="zz")) for s in shards]
     merged = merger.merge(docs_matrix=answers)
     assert merged[0].error is None and "not in the index" in merged[1].error
+
+
+def test_hnsw_store_is_usable_from_other_threads(tmp_path, data):
+    # Jina calls endpoints from a thread pool; the store is opened in __init__ (another thread).
+    from concurrent.futures import ThreadPoolExecutor
+
+    vectors, qs = data
+    idx = make_indexer(tmp_path, "hnsw", dim=D)
+    with ThreadPoolExecutor(2) as pool:
+        pool.submit(idx.index, docs=gallery(vectors[:10])).result()
+        res = pool.submit(idx.search, docs=queries(qs), parameters={"limit": 3}).result()
+    assert all(len(d.matches) == 3 for d in res)
+    idx.close()
+
+
+# ---------------------------------------------------------------- persistence: log + snapshots
+SNAPSHOT = {"memory": "index.bin", "hnsw": "hnsw/embedding.bin"}
+LOG = {"memory": "index.log", "hnsw": "hnsw.log"}
+
+
+def rows(vectors, start=0, prefix="g"):
+    return [{"id": f"{prefix}{start + i}", "embedding": v, "uri": f"/imgs/{start + i}.png", "tags": {"n": start + i}}
+            for i, v in enumerate(vectors)]
+
+
+def top_ids(store, qs, k=5):
+    return [[d.id for d, _ in hits] for hits in store.search(qs, k)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_upsert_appends_to_the_log_and_does_not_rewrite_the_snapshot(tmp_path, data, backend):
+    vectors, _ = data
+    store = create_store(backend, D, tmp_path)
+    store.upsert(rows(vectors[:40]))
+    store.close()  # compaction: everything in the snapshot, empty log
+    snapshot, log = tmp_path / SNAPSHOT[backend], tmp_path / LOG[backend]
+    assert snapshot.is_file() and log.stat().st_size == 0
+    before = (snapshot.stat().st_mtime_ns, snapshot.stat().st_size, snapshot.read_bytes())
+
+    store = create_store(backend, D, tmp_path)
+    store.upsert(rows(vectors[40:42], start=40))
+    grown = log.stat().st_size
+    assert 0 < grown < 2 * (2 * D * 4 + 200)  # the log grew by about the two documents, no more
+    store.delete(["g0"])
+    assert log.stat().st_size > grown
+    assert (snapshot.stat().st_mtime_ns, snapshot.stat().st_size, snapshot.read_bytes()) == before
+    assert store.compactions == 0
+    store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_acknowledged_writes_survive_a_crash(tmp_path, data, backend):
+    vectors, qs = data
+    store = create_store(backend, D, tmp_path)
+    store.upsert(rows(vectors[:30]))
+    store.close()
+    store = create_store(backend, D, tmp_path)  # writes after the last snapshot live only in the log
+    store.upsert(rows(vectors[30:50], start=30))
+    store.upsert(rows(vectors[50:52], start=0))  # replaces g0, g1
+    store.delete(["g5", "g31"])  # a delete as the last write
+    expected = top_ids(store, qs)
+    # a crash: no close(); a new store on the same workspace (a torn, unacknowledged record at the end too)
+    with open(tmp_path / LOG[backend], "ab") as f:
+        f.write(b"U\x99\x00\x00\x00\x00\x00\x00\x00\x12\x34")
+    again = create_store(backend, D, tmp_path)
+    assert again.count() == 48 and not again.exists("g5") and not again.exists("g31") and again.exists("g49")
+    assert top_ids(again, qs) == expected
+    top = again.search(vectors[50:51], 1)[0][0]
+    assert top[0].id == "g0" and top[1] == pytest.approx(1.0, abs=1e-5)
+    assert top[0].uri == "/imgs/0.png" and top[0].tags == {"n": 0}
+    assert (tmp_path / LOG[backend]).stat().st_size == 0  # replayed into a new snapshot
+    # writes after the replay are durable too, and a second crash loses nothing
+    again.upsert(rows(vectors[52:53], start=60))
+    third = create_store(backend, D, tmp_path)
+    assert third.count() == 49 and third.exists("g60")
+    third.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_clear_survives_a_crash(tmp_path, data, backend):
+    vectors, qs = data
+    store = create_store(backend, D, tmp_path)
+    store.upsert(rows(vectors[:10]))
+    store.close()
+    store = create_store(backend, D, tmp_path)
+    store.clear()
+    store.upsert(rows(vectors[10:12], start=10))
+    again = create_store(backend, D, tmp_path)  # crash: no close()
+    assert again.count() == 2 and again.exists("g10") and not again.exists("g0")
+    again.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_log_is_compacted_when_it_outgrows_the_snapshot(tmp_path, data, backend):
+    vectors, qs = data
+    store = create_store(backend, D, tmp_path, persistence={"compact_min_bytes": 2048, "compact_ratio": 1.0})
+    for start in range(0, 60, 5):
+        store.upsert(rows(vectors[start : start + 5], start=start))
+        log_bytes = (tmp_path / LOG[backend]).stat().st_size
+        assert log_bytes <= max(2048, store.snapshot_bytes)  # bounded by the policy after every write
+    assert 1 <= store.compactions < 12  # some, not one per write
+    expected = top_ids(store, qs)
+    again = create_store(backend, D, tmp_path)  # crash: snapshot + the rest of the log
+    assert again.count() == 60 and top_ids(again, qs) == expected
+    again.close()
+    with pytest.raises(ValueError, match="unknown persistence options"):
+        create_store(backend, D, tmp_path, persistence={"fsnyc": False})

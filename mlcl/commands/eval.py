@@ -34,6 +34,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="only the first N queries (per category on FashionIQ); gallery unchanged")
     parser.add_argument("--weighting", choices=("train", "released"),
                         help="inference level weights: train-consistent or as in the authors' released code")
+    parser.add_argument("--query", choices=("composed", "image", "text"), default="composed",
+                        help="composed (image + text, default), or a single-input baseline: image or text alone")
     parser.add_argument("--submission", type=Path, metavar="DIR", help="CIRR: write the two test-server JSON files here")
     parser.add_argument("--json", action="store_true", help="print one JSON object of metrics instead of a table")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -112,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("mlcl eval: this model has no inference weighting; --weighting ignored", file=sys.stderr)
 
+    from mlcl.eval.single_input import with_query_mode
+
+    model = with_query_mode(model, args.query)
     try:
         result = evaluate(
             model, dataset, root=data_root, split=split, limit=args.limit, batch_size=batch_size,

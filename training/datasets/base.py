@@ -41,7 +41,9 @@ class TripletDataset(Dataset):
         self.augment_spec = augment
         self.options = dict(options or {})
         self.return_aug = False  # set by the task: stage 2 with SSCL and no feature cache
-        self.triplets: list[dict[str, Any]] = [t for t in source.triplets if t.get("target") is not None]
+        # Triplets with a target (test splits may have none); source_index maps back to the loader's list.
+        self.source_index: list[int] = [i for i, t in enumerate(source.triplets) if t.get("target") is not None]
+        self.triplets: list[dict[str, Any]] = [source.triplets[i] for i in self.source_index]
         self._augment: Augment | None = None
         self._geometric = None
 

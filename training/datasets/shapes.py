@@ -61,7 +61,7 @@ class ShapesTriplets(TripletDataset):
         if not self.paraphrases:
             return [self.triplets[i]["caption"]]
         if i not in self._caption_cache:
-            self._caption_cache[i] = list(self.source.paraphrases(i))
+            self._caption_cache[i] = list(self.source.paraphrases(self.source_index[i]))
         return self._caption_cache[i]
 
     def caption_mode(self) -> str:
