@@ -305,6 +305,17 @@ class LoggedStore(VectorStore):
         if self.log is not None:
             self.compact()
 
+    # Both stores keep a docarray document index in `self.index`.
+    def exists(self, doc_id: str) -> bool:
+        return self.index._doc_exists(doc_id)  # docarray has no public "contains id"
+
+    def count(self) -> int:
+        return self.index.num_docs()
+
+    def _search(self, queries: np.ndarray, limit: int):
+        result = self.index.find_batched(queries, search_field="embedding", limit=limit)
+        return result.documents, result.scores
+
     def _maybe_compact(self) -> None:
         if self.log is not None and self.log.bytes > max(self.compact_min_bytes, self.compact_ratio * self.snapshot_bytes):
             self.compact()
@@ -373,16 +384,6 @@ class MemoryStore(LoggedStore):
         os.replace(tmp, self.file)  # atomic: a crash mid-write keeps the previous snapshot
         _fsync_dir(self.file.parent)
         return self.file.stat().st_size
-
-    def exists(self, doc_id: str) -> bool:
-        return self.index._doc_exists(doc_id)  # docarray has no public "contains id"
-
-    def count(self) -> int:
-        return self.index.num_docs()
-
-    def _search(self, queries: np.ndarray, limit: int):
-        result = self.index.find_batched(queries, search_field="embedding", limit=limit)
-        return result.documents, result.scores
 
     def _to_similarity(self, scores: np.ndarray) -> np.ndarray:
         return scores  # space "cosine_sim": already a similarity
@@ -493,16 +494,6 @@ class HnswStore(LoggedStore):
             os.replace(tmp, location)
         _fsync_dir(self.path)
         return self._graph_bytes()
-
-    def exists(self, doc_id: str) -> bool:
-        return self.index._doc_exists(doc_id)  # docarray has no public "contains id"
-
-    def count(self) -> int:
-        return self.index.num_docs()
-
-    def _search(self, queries: np.ndarray, limit: int):
-        result = self.index.find_batched(queries, search_field="embedding", limit=limit)
-        return result.documents, result.scores
 
     def _to_similarity(self, scores: np.ndarray) -> np.ndarray:
         return 1.0 - scores  # space "cosine": scores are cosine distances

@@ -100,7 +100,7 @@ class ShapesBuilder(CIRBuilder):
     dataset_cls = ShapesTriplets
 
     def load_source(self, split: str) -> Any:
-        from mlcl.data.shapes import ShapesDataset, default_root, ensure_shapes
+        from mlcl.data.shapes import ShapesDataset, ensure_shapes
 
         seed = int(self.config.get("seed", 0))
         size = int(self.config.get("image_size", 64))
