@@ -72,12 +72,14 @@ def evaluate() -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    head = "| method | " + " | ".join(f"{s} {k}" for s in SPLITS for k in ("R@1", "R@10")) + " | command |"
-    lines = [head, "|" + "---|" * (len(SPLITS) * 2 + 2)]
+    """The README's results table, then each row's command."""
+    cols = [("test", k) for k in KEYS] + [("novel", k) for k in ("R@1", "R@10", "R@50")]
+    lines = ["| method | " + " | ".join(f"{s} {k}" for s, k in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines += [f"| {r['method']} | " + " | ".join(f"{r[s][k]:.1f}" for s, k in cols) + " |" for r in rows]
+    lines += ["", "| row | command |", "|---|---|"]
     for r in rows:
-        vals = " | ".join(f"{r[s][k]:.1f}" for s in SPLITS for k in ("R@1", "R@10"))
-        cmd = f"`mlcl eval --checkpoint {r['checkpoint']} --split test {' '.join(r['eval_args'])}`".replace("  ", " ")
-        lines.append(f"| {r['method']} | {vals} | {cmd} |")
+        cmd = " ".join(["mlcl eval --checkpoint", r["checkpoint"], "--split test", *r["eval_args"]])
+        lines.append(f"| {r['method']} | `{cmd}` |")
     return "\n".join(lines)
 
 
