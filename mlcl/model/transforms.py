@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision import transforms as T
@@ -53,9 +52,3 @@ def eval_transform(
     ]
     return T.Compose(steps)
 
-
-def normalize_tensor(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Normalise a float batch in [0, 1] of shape [B,3,H,W] (for callers holding raw tensors)."""
-    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    return (images - m) / s
