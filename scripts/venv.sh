@@ -29,7 +29,12 @@ want="$(cat "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo ">> installing mlcl and its dependencies into .venv (first time: a few minutes)" >&2
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
-  "$venv/bin/python" -m pip install -q "setuptools<81" wheel >&2
+  # The editable install runs without build isolation (setuptools<81 from the venv), so every
+  # build dependency of a source-only package must be in the venv first: hnswlib needs numpy
+  # and pybind11. Source-only packages are built with --no-cache-dir so that a wheel cached
+  # by an earlier build can never hide a missing build dependency (as it once did in CI).
+  "$venv/bin/python" -m pip install -q "setuptools<81" wheel "numpy<2" "pybind11>=2.10" >&2
+  "$venv/bin/python" -m pip install -q --no-cache-dir --no-build-isolation --no-binary hnswlib "hnswlib>=0.8" >&2
   "$venv/bin/python" -m pip install -q --no-build-isolation -e "$root[train,test]" >&2
   echo "$want" > "$stamp"
 fi
