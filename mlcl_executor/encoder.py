@@ -18,17 +18,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
 from docarray import DocList
 from jina import Executor, requests
 
-from mlcl.model import load_checkpoint
 from mlcl.paths import DEFAULT_CHECKPOINT
 
+from . import jina_compat
+from .errors import RequestError
 from .image_source import ImagePolicy, ImageSourceError, image_uri, load_image
+from .launcher import model_process
 from .schemas import GalleryDoc, QueryDoc
 
 Doc = Union[GalleryDoc, QueryDoc]
+
+jina_compat.apply()  # empty requests answered at once; client errors without tracebacks
 
 
 def doc_name(doc: Any, position: int) -> str:
@@ -37,6 +40,8 @@ def doc_name(doc: Any, position: int) -> str:
 
 
 def resolve_device(device: str) -> str:
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -86,11 +91,23 @@ class MLCLEncoder(Executor):
             raise FileNotFoundError(f"MLCLEncoder: checkpoint {str(path)!r} does not exist{hint}")
         if batch_size < 1:
             raise ValueError(f"MLCLEncoder: batch_size must be >= 1, got {batch_size}")
+        # torch and the model load here, not at import: the Flow's other processes import
+        # this module too (to register the Executors) and must not pay for torch.
+        model_process()
+        import torch
+
+        from mlcl.model import load_checkpoint
+
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
-        self.device = resolve_device(device)
-        self.model = load_checkpoint(path, device=self.device)
-        self.model.set_inference_weighting(inference_weighting)
+        try:
+            self.device = resolve_device(device)
+            self.model = load_checkpoint(path, device=self.device)
+            self.model.set_inference_weighting(inference_weighting)
+        except Exception as exc:
+            # One line that says why (jina's own report is a traceback, hidden by `mlcl serve`).
+            self.logger.error(f"MLCLEncoder cannot start: {exc}")
+            raise
         self.checkpoint = str(path)
         self.batch_size = int(batch_size)
         self.policy = ImagePolicy.create(image_roots, allow_urls, max_image_bytes, max_image_pixels, url_timeout)
@@ -119,17 +136,15 @@ class MLCLEncoder(Executor):
         """Vectors without indexing: queries by default, gallery vectors with `parameters: {"as": "gallery"}`."""
         kind = str((parameters or {}).get("as", "query")).lower()
         if kind not in ("query", "gallery"):
-            # A request-level mistake (not a document's): report it on every document, serve none.
-            for i, doc in enumerate(docs):
-                doc.embedding = None
-                doc.error = f"{doc_name(doc, i)}: parameter 'as' must be 'query' or 'gallery', got {kind!r}"
-            return docs
+            raise RequestError(f"parameter 'as' must be 'query' or 'gallery', got {kind!r}")
         self._encode(docs, as_query=kind == "query")
         return docs
 
     # -------------------------------------------------------------- helpers
     def _encode(self, docs: Sequence[Doc], as_query: bool) -> None:
         """Fill `embedding` (or `error`) of every document, in place."""
+        import torch
+
         for doc in docs:
             doc.embedding, doc.error = None, None
         images = self._prepare_images(docs)
@@ -163,11 +178,11 @@ class MLCLEncoder(Executor):
                     docs[i].embedding = vectors[row]
         drop_payloads(docs)
 
-    def _prepare_images(self, docs: Sequence[Doc]) -> Dict[int, torch.Tensor]:
+    def _prepare_images(self, docs: Sequence[Doc]) -> Dict[int, "torch.Tensor"]:  # noqa: F821
         """Decode + preprocess every document's image in the pool; failures become `error`."""
         todo = [(i, doc) for i, doc in enumerate(docs) if doc.image is not None]
         results = self._pool.map(lambda item: self._prepare_one(item[1].image), todo)
-        tensors: Dict[int, torch.Tensor] = {}
+        tensors: Dict[int, Any] = {}
         for (i, doc), result in zip(todo, results):
             if isinstance(result, str):
                 doc.error = f"{doc_name(doc, i)}: {result}"
@@ -175,7 +190,7 @@ class MLCLEncoder(Executor):
                 tensors[i] = result
         return tensors
 
-    def _prepare_one(self, value: Any) -> Union[torch.Tensor, str]:
+    def _prepare_one(self, value: Any) -> Union["torch.Tensor", str]:  # noqa: F821
         try:
             return self.model.preprocess(load_image(value, self.policy))
         except ImageSourceError as exc:

@@ -32,11 +32,15 @@ import numpy as np
 from docarray import DocList
 from jina import Executor, requests
 
+from . import jina_compat
 from .backends import BACKENDS, VectorStore, create_store
+from .errors import RequestError
 from .image_source import image_uri
 from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc
 
 META_FILE = "mlcl-index.json"
+
+jina_compat.apply()  # empty requests answered at once; client errors without tracebacks
 
 
 def doc_name(doc: Any, position: int) -> str:
@@ -49,18 +53,36 @@ def shard_of(doc_id: str, shards: int) -> int:
 
 
 def _param_int(parameters: Dict[str, Any], key: str, default: int) -> int:
+    """An integer request parameter; a client error (not a server fault) when it is not one."""
     value = parameters.get(key, default)
+    if isinstance(value, bool) or value is None:
+        raise RequestError(f"parameter {key!r} must be an integer, got {value!r}")
+    if isinstance(value, float):  # JSON/protobuf numbers arrive as floats
+        if not value.is_integer():
+            raise RequestError(f"parameter {key!r} must be an integer, got {value!r}")
+        return int(value)
     try:
-        return int(value)  # JSON/protobuf numbers arrive as floats
+        return int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"parameter {key!r} must be an integer, got {value!r}") from None
+        raise RequestError(f"parameter {key!r} must be an integer, got {value!r}") from None
 
 
 def _param_bool(parameters: Dict[str, Any], key: str, default: bool) -> bool:
     value = parameters.get(key, default)
-    if isinstance(value, str):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
         return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+    raise RequestError(f"parameter {key!r} must be true or false, got {value!r}")
+
+
+def _param_limit(parameters: Dict[str, Any], default: int, maximum: int) -> int:
+    limit = _param_int(parameters, "limit", default)
+    if not 1 <= limit <= maximum:
+        raise RequestError(f"parameter 'limit' must be between 1 and {maximum}, got {limit}")
+    return limit
 
 
 class MLCLIndexer(Executor):
@@ -170,7 +192,7 @@ class MLCLIndexer(Executor):
                 shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
                 bad.append(f"{shown}: embedding width {width}, the index holds width {expected}")
         if bad:
-            raise ValueError(f"{endpoint} rejected, nothing was stored: " + "; ".join(bad))
+            raise RequestError(f"{endpoint} rejected, nothing was stored: " + "; ".join(bad))
         if expected is not None and self.store is None:
             self.dim = int(expected)
             self._open_store(self.dim)
@@ -271,9 +293,7 @@ class MLCLIndexer(Executor):
         by the query's `reference_id`).
         """
         parameters = parameters or {}
-        limit = _param_int(parameters, "limit", self.default_limit)
-        if not 1 <= limit <= self.max_limit:
-            raise ValueError(f"parameter 'limit' must be between 1 and {self.max_limit}, got {limit}")
+        limit = _param_limit(parameters, self.default_limit, self.max_limit)
         exclude = _param_bool(parameters, "exclude_reference", True)
         rows, vectors = [], []
         for i, doc in enumerate(docs):

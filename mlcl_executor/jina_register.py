@@ -14,6 +14,11 @@ try:
 except ModuleNotFoundError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# Fixes to jina's worker (empty requests, client errors): see jina_compat.py.
+from mlcl_executor import jina_compat  # noqa: E402
+
+jina_compat.apply()
+
 # Defining the classes registers them with Jina (jtype: MLCLEncoder, ...).
 from mlcl_executor.encoder import MLCLEncoder  # noqa: E402,F401
 from mlcl_executor.indexer import MLCLIndexer, MLCLMerger  # noqa: E402,F401

@@ -43,8 +43,12 @@ def flow_config(
     workspace: Optional[str | os.PathLike] = None,
     encoder_with: Optional[Dict[str, Any]] = None,
     indexer_with: Optional[Dict[str, Any]] = None,
+    quiet_errors: bool = False,
 ) -> Dict[str, Any]:
-    """The Flow YAML as a dict with overrides applied (and relative `uses` made absolute)."""
+    """The Flow YAML as a dict with overrides applied (and relative `uses` made absolute).
+
+    `quiet_errors`: Executors log an error as one line, without its traceback.
+    """
     path = Path(flow_file).resolve()
     config = yaml.safe_load(path.read_text())
     if not isinstance(config, dict) or config.get("jtype") != "Flow":
@@ -57,6 +61,12 @@ def flow_config(
         if port is not None and proto in protocols:
             ports[protocols.index(proto)] = int(port)
     with_["port"] = ports
+    gateway = config.get("gateway")
+    if isinstance(gateway, dict) and gateway.get("py_modules"):
+        # jina resolves py_modules against the YAML's folder only when it reads the file itself
+        gateway["py_modules"] = [
+            m if os.path.isabs(m) else str((path.parent / m).resolve()) for m in gateway["py_modules"]
+        ]
     for executor in config.get("executors", []):
         for key in ("uses", "uses_after", "uses_before"):
             value = executor.get(key)
@@ -70,6 +80,8 @@ def flow_config(
             extra = indexer_with
         if extra:
             executor["uses_with"] = {**(executor.get("uses_with") or {}), **extra}
+        if quiet_errors:
+            executor["quiet_error"] = True
         if workspace is not None and "workspace" in executor:
             executor["workspace"] = str(Path(workspace).resolve())
     return config

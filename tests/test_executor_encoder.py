@@ -9,6 +9,7 @@ from docarray import DocList
 from PIL import Image
 
 from conftest_serving import data_uri, png_bytes, tiny_checkpoint
+from mlcl_executor.errors import RequestError
 from mlcl_executor.encoder import MLCLEncoder
 from mlcl_executor.schemas import GalleryDoc, QueryDoc
 
@@ -115,8 +116,8 @@ def test_encode_endpoint_does_queries_or_gallery(encoder):
     np.testing.assert_allclose(as_gallery[0].embedding, indexed[0].embedding, atol=1e-6)
     as_query = encoder.encode(docs=DocList[QueryDoc]([QueryDoc(image=img, text="make it red")]), parameters={})
     assert not np.allclose(as_query[0].embedding, indexed[0].embedding)
-    wrong = encoder.encode(docs=DocList[QueryDoc]([QueryDoc(id="z", image=img)]), parameters={"as": "both"})
-    assert "parameter 'as' must be 'query' or 'gallery'" in wrong[0].error and wrong[0].embedding is None
+    with pytest.raises(RequestError, match="parameter 'as' must be 'query' or 'gallery', got 'both'"):
+        encoder.encode(docs=DocList[QueryDoc]([QueryDoc(id="z", image=img)]), parameters={"as": "both"})
 
 
 def test_configuration_errors_are_clear(tmp_path):

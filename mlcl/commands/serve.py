@@ -4,15 +4,17 @@
     mlcl serve --flow flows/flow.sharded.yml --grpc-port 6000 --http-port 6001
     mlcl serve --backend hnsw --workspace /data/mlcl-index --image-root /data/images
 
-Equivalent to `jina flow --uses flows/flow.yml` plus overrides. Runs until
-Ctrl-C or SIGTERM, then stops the Flow cleanly. jina is imported inside `run`.
+Equivalent to `jina flow --uses flows/flow.yml` plus overrides, with checks
+first (checkpoint, workspace, ports: one line each, nothing started), a quiet
+log (our own lines; `--verbose` shows jina's), and a clean stop on Ctrl-C or
+SIGTERM (every child process ends). jina is imported inside `run`.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
+import sys
+import time
 from pathlib import Path
 
 
@@ -23,6 +25,7 @@ def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the bundled shapes model)")
     parser.add_argument("--device", help="encoder device: auto, cpu, cuda, cuda:N (default: config.yml's)")
     parser.add_argument("--backend", choices=("memory", "hnsw"), help="index backend (default: flows/indexer.yml's)")
+    parser.add_argument("--verbose", action="store_true", help="show jina's own log and every warning")
 
 
 def flow_overrides(args: argparse.Namespace) -> dict:
@@ -42,7 +45,8 @@ def flow_overrides(args: argparse.Namespace) -> dict:
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow", type=Path, help="Flow YAML (default: flows/flow.yml; flows/flow.sharded.yml for shards)")
     add_flow_arguments(parser)
-    parser.add_argument("--workspace", type=Path, help="where the index is kept (default: ./workspace)")
+    parser.add_argument("--workspace", type=Path, default=Path("workspace"),
+                        help="where the index is kept (default: ./workspace)")
     parser.add_argument("--image-root", action="append", metavar="DIR",
                         help="allow clients to name image files under DIR (repeatable; default: no paths)")
     parser.add_argument("--allow-urls", action="store_true", help="let the encoder fetch http(s) image URLs")
@@ -50,26 +54,46 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlcl_executor.serving import DEFAULT_FLOW, build_flow, flow_config, flow_ports
+    from mlcl_executor import launcher
+
+    started = time.monotonic()
+    if not args.verbose:
+        launcher.quiet()
+    launcher.keep_model_out()  # this process, the gateway and the indexer never run the model
+
+    from mlcl.paths import DEFAULT_CHECKPOINT
+    from mlcl_executor.serving import DEFAULT_FLOW, flow_config, flow_ports
 
     flow_file = args.flow or DEFAULT_FLOW
+    if not Path(flow_file).is_file():
+        print(f"mlcl serve: Flow YAML {flow_file} does not exist", file=sys.stderr)
+        return 2
     kwargs = dict(flow_file=flow_file, grpc_port=args.grpc_port, http_port=args.http_port,
-                  workspace=args.workspace, **flow_overrides(args))
-    ports = flow_ports(flow_config(**kwargs))
+                  workspace=args.workspace, quiet_errors=not args.verbose, **flow_overrides(args))
+    try:
+        ports = flow_ports(flow_config(**kwargs))
+    except ValueError as exc:
+        print(f"mlcl serve: {exc}", file=sys.stderr)
+        return 2
+    checkpoint = Path(args.checkpoint).expanduser().resolve() if args.checkpoint else DEFAULT_CHECKPOINT
+    problems = launcher.preflight(checkpoint, Path(args.workspace).resolve(), args.backend, ports)
+    if problems:
+        for problem in problems:
+            print(f"mlcl serve: {problem}", file=sys.stderr)
+        return 2
+
+    from mlcl_executor import jina_compat
+    from mlcl_executor.serving import build_flow
+
+    jina_compat.apply()  # before any process starts: the Flow's processes are forked from this one
     flow = build_flow(**kwargs)
-    stop = threading.Event()
-
-    def _stop(signum, frame):  # SIGTERM (docker, kill) stops as cleanly as Ctrl-C
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    with flow:
-        grpc, http = ports.get("grpc"), ports.get("http")
-        print(f"mlcl serve: ready: gRPC grpc://127.0.0.1:{grpc}  HTTP http://127.0.0.1:{http}  "
-              f"(docs: http://127.0.0.1:{http}/docs)", flush=True)
-        try:
-            flow.block(stop_event=stop)
-        except KeyboardInterrupt:
-            pass
+    grpc, http = ports.get("grpc"), ports.get("http")
+    print(f"mlcl serve: starting {Path(flow_file).name}: model {checkpoint.name}, "
+          f"index in {Path(args.workspace).resolve()}", flush=True)
+    with launcher.supervised(flow, "mlcl serve", show_jina_banner=args.verbose) as stop:
+        print(f"mlcl serve: ready in {time.monotonic() - started:.1f} s: gRPC grpc://127.0.0.1:{grpc}  "
+              f"HTTP http://127.0.0.1:{http}  (API docs: http://127.0.0.1:{http}/docs); Ctrl-C stops", flush=True)
+        stop.wait()
+        print("mlcl serve: stopping", flush=True)
     print("mlcl serve: stopped", flush=True)
     return 0

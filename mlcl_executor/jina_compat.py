@@ -1,0 +1,97 @@
+"""The only code that changes jina's own behaviour; written against jina 3.33.1.
+
+Three fixes, applied once per process by `apply()` (called when the Executors
+and the gateway are imported, and by `mlcl serve` before the Flow starts):
+
+1. An empty request (`{"data": []}`) sent to an endpoint with dynamic batching
+   waits forever in jina's batch queue (no documents, so no batch is ever
+   flushed for it). It is answered at once instead: there is nothing to do.
+2. A `RequestError` (a client's mistake) is put in the answer's status like any
+   Executor error, but logged on one line without a traceback: jina logs every
+   Executor exception with its traceback, which buries real faults in noise.
+
+If jina changes these internals, `apply()` leaves them alone (`check_jina()`
+says so in the log) rather than break serving.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, List
+
+from .errors import RequestError
+
+JINA_VERSION_VERIFIED = "3.33.1"
+_log = logging.getLogger("mlcl")
+
+
+def _patched(handle):  # type: ignore[no-untyped-def]
+    @functools.wraps(handle)
+    async def handle_(self, requests: List[Any], *args: Any, **kwargs: Any) -> Any:
+        request = requests[0]
+        endpoint = request.header.exec_endpoint
+        batching = getattr(self, "_batchqueue_config", None) or {}
+        if endpoint in batching and len(requests) == 1:
+            target = endpoint if endpoint in self._executor.requests else None
+            if target is not None:
+                self._setup_requests(requests, target)
+                if len(request.docs) == 0:
+                    request.add_executor(self.deployment_name)
+                    return request
+        try:
+            return await handle(self, requests, *args, **kwargs)
+        except RequestError as exc:
+            self.logger.warning(f"{endpoint}: client error: {exc}")
+            request.add_exception(exc, self._executor)
+            return request
+
+    handle_._mlcl_patched = True  # type: ignore[attr-defined]
+    return handle_
+
+
+#: The keep-alive settings jina means (its own list names them grpc.http1.*, which gRPC ignores).
+GRPC_PING_OPTIONS = [
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_time_between_pings_ms", 10000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+]
+
+
+def _fix_grpc_options() -> None:
+    from jina.serve import helper
+
+    original = helper.get_default_grpc_options
+    if getattr(original, "_mlcl_patched", False):
+        return
+
+    @functools.wraps(original)
+    def options() -> List[Any]:
+        return original() + GRPC_PING_OPTIONS
+
+    options._mlcl_patched = True  # type: ignore[attr-defined]
+    helper.get_default_grpc_options = options
+
+
+def apply() -> bool:
+    """Install the fixes (idempotent); False when jina's internals differ."""
+    try:
+        _fix_grpc_options()
+    except (ImportError, AttributeError):  # pragma: no cover - another jina layout
+        _log.warning("mlcl: jina's gRPC helper differs from %s; keep-alive fix not applied", JINA_VERSION_VERIFIED)
+    try:
+        from jina.serve.runtimes.worker.request_handling import WorkerRequestHandler
+    except ImportError:  # pragma: no cover - another jina layout
+        _log.warning("mlcl: jina's worker layout differs from %s; empty-request fix not applied", JINA_VERSION_VERIFIED)
+        return False
+    handle = WorkerRequestHandler.handle
+    if getattr(handle, "_mlcl_patched", False):
+        return True
+    if not all(hasattr(WorkerRequestHandler, name) for name in ("_setup_requests",)):
+        _log.warning("mlcl: jina's worker layout differs from %s; empty-request fix not applied", JINA_VERSION_VERIFIED)
+        return False
+    WorkerRequestHandler.handle = _patched(handle)
+    return True
+
+
+__all__ = ["JINA_VERSION_VERIFIED", "apply"]

@@ -1,0 +1,284 @@
+"""Start a Flow for a person at a terminal: checks first, a quiet log, a clean stop.
+
+Used by `mlcl serve` and `mlcl demo`. What it guarantees:
+
+- `preflight()` checks what is cheap to check before any process starts (the
+  checkpoint file, the workspace's index against the configured backend, the
+  ports) and returns one line per problem.
+- `quiet()` keeps a healthy start to our own lines: jina logs only errors, and
+  the known third-party warnings are filtered by message, one by one
+  (`--verbose` skips all of this).
+- `supervised()` runs a Flow so that a start that fails ends the process within
+  seconds with one line and no child left behind (jina's own abort path waits
+  on a gateway that retries forever), and so that SIGTERM or one Ctrl-C stops
+  the Flow and every child within a bounded time.
+- `keep_model_out()`: the orchestrating process, the gateway and the indexer do
+  not run the model, so they do not import torch (~700 MB each with the CUDA
+  build); only the encoder does (see `model_process()`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+#: Third-party warnings a healthy start raises, by (category, start of message). Nothing else is hidden.
+KNOWN_WARNINGS = [
+    (UserWarning, r"pkg_resources is deprecated as an API"),  # jina's hub SDK imports pkg_resources
+    (FutureWarning, r"`torch\.jit\.script` is deprecated"),  # open_clip's model code, at build time
+    (DeprecationWarning, r"pkg_resources"),
+    # jina imports a gateway's py_modules in the Flow's process and again in the (forked) gateway
+    (UserWarning, r"\s*flow_gateway shadows one of built-in Python module name"),
+]
+
+#: How long a stop may take before the children are killed (SIGTERM/Ctrl-C must end within 10 s).
+STOP_GRACE_S = 6.0
+
+
+def quiet() -> None:
+    """Our lines only: jina logs errors, known third-party warnings are filtered (inherited by children)."""
+    os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
+    # gRPC's C core prints its own info lines (GOAWAY on shutdown) unless told its level
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
+    os.environ.setdefault("JINA_HIDE_SURVEY", "1")
+    for category, message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def keep_model_out() -> None:
+    """Make `import torch` fail in this process and the processes it forks, unless they opt back in.
+
+    docarray imports torch whenever it is installed; the processes that never run
+    the model (this one, the gateway, the indexer) then pay its memory for nothing.
+    Call before jina or docarray is imported. The encoder opts back in with
+    `model_process()` before it imports torch.
+    """
+    if "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+
+
+def model_process() -> None:
+    """Undo `keep_model_out()` in a process that runs the model (idempotent, harmless otherwise)."""
+    if "torch" in sys.modules and sys.modules["torch"] is None:
+        del sys.modules["torch"]
+
+
+# ----------------------------------------------------------------- preflight
+def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+        except OSError:
+            return True
+    return False
+
+
+def check_checkpoint(path: Path) -> Optional[str]:
+    """Why `path` cannot be a checkpoint (missing, a folder, not a torch archive), else None."""
+    if not path.exists():
+        return f"checkpoint {path} does not exist"
+    if not path.is_file():
+        return f"checkpoint {path} is not a file"
+    if not zipfile.is_zipfile(path):
+        return f"checkpoint {path} is not a PyTorch checkpoint (not a torch.save archive)"
+    with zipfile.ZipFile(path) as archive:
+        if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+            return f"checkpoint {path} is not a PyTorch checkpoint (a zip file without torch's data.pkl)"
+    return None
+
+
+def check_workspace(workspace: Path, backend: Optional[str]) -> List[str]:
+    """Indexes under `workspace` that the configured backend cannot open (one line each)."""
+    problems = []
+    if workspace.exists() and not workspace.is_dir():
+        return [f"workspace {workspace} is not a folder"]
+    for meta in sorted(workspace.glob("**/mlcl-index.json")) if workspace.is_dir() else []:
+        try:
+            stored = json.loads(meta.read_text())["backend"]
+        except (OSError, ValueError, KeyError):
+            problems.append(f"workspace {meta.parent} has an unreadable {meta.name}")
+            continue
+        if backend and stored != backend:
+            problems.append(
+                f"workspace {meta.parent} holds a {stored!r} index but --backend {backend} was asked for "
+                f"(use another --workspace, or the {stored!r} backend)"
+            )
+    return problems
+
+
+def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str], ports: Dict[str, int]) -> List[str]:
+    """Every problem found before starting anything, one line each (empty: go)."""
+    problems = []
+    if checkpoint is not None:
+        why = check_checkpoint(checkpoint)
+        if why:
+            problems.append(why)
+    problems += check_workspace(workspace, backend)
+    for protocol, port in ports.items():
+        if port_in_use(port):
+            problems.append(f"{protocol} port {port} is in use (another `mlcl serve`? choose one with --{protocol}-port)")
+    return problems
+
+
+# ------------------------------------------------------------- supervision
+def children() -> List[Any]:
+    import psutil
+
+    return psutil.Process().children(recursive=True)
+
+
+def kill_children(grace: float = 2.0) -> None:
+    """SIGTERM every descendant, then SIGKILL what is left after `grace` seconds."""
+    import psutil
+
+    procs = children()
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)
+
+
+class _AbortWatch(logging.Handler):
+    """Sees jina's 'Flow is aborted' record (logged before jina's close, which can hang)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.aborted = threading.Event()
+        self.reason = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "Flow is aborted" in message:
+            self.reason = message
+            self.aborted.set()
+
+
+def _watch_start(prog: str, watch: _AbortWatch, ready: threading.Event) -> None:
+    """Until the Flow is ready: a child process that ends, or jina's abort, ends everything now.
+
+    jina notices a failed Executor only when its readiness wait times out, and its
+    own abort then waits on a gateway that retries forever.
+    """
+    import psutil
+
+    seen: Dict[int, Any] = {}
+    reason = ""
+    while not ready.is_set():
+        if watch.aborted.wait(0.3):
+            reason = watch.reason.replace("Flow is aborted due to ", "").rstrip(".")
+            break
+        # The Flow's own processes: forked from this one (same program). Short-lived helpers
+        # that libraries start and reap (a compiler probe, `uname`) are not watched.
+        for p in psutil.Process().children(recursive=False):
+            with contextlib.suppress(psutil.Error):
+                if p.exe() == sys.executable or p.cmdline()[:2] == psutil.Process().cmdline()[:2]:
+                    seen.setdefault(p.pid, p)
+        gone = [p for p in seen.values() if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE]
+        if gone:
+            reason = f"a Flow process ended during start-up (pid {gone[0].pid})"
+            break
+    else:
+        return
+    print(f"{prog}: the Flow could not start: {reason}; the error above says why", file=sys.stderr, flush=True)
+    kill_children()
+    os._exit(1)
+
+
+@contextlib.contextmanager
+def supervised(flow: Any, prog: str, show_jina_banner: bool = False) -> Iterator[threading.Event]:
+    """Start `flow`; yield an event that SIGTERM/SIGINT set; stop it and every child afterwards.
+
+    A start that fails ends the process (exit 1) with one line. A stop that takes
+    longer than STOP_GRACE_S kills the children and ends the process (exit 0).
+    """
+    # The Flow's processes are forked from this one and inherit its stdout: line by line,
+    # so that what a failing child logs is written before it is stopped (a pipe or a file
+    # would otherwise hold it in a buffer that dies with the child).
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    stop, ready = threading.Event(), threading.Event()
+    watch = _AbortWatch()
+    _attach_to_jina_loggers(flow, watch)
+    threading.Thread(target=_watch_start, args=(prog, watch, ready), daemon=True).start()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():  # a second signal: stop now
+            kill_children(grace=0.5)
+            os._exit(130 if signum == signal.SIGINT else 143)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with contextlib.nullcontext() if show_jina_banner else _no_banner():
+            flow.start()
+        ready.set()
+        yield stop
+    finally:
+        _stop_within(flow, prog)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _no_banner() -> Iterator[None]:
+    """Without jina's "Flow is ready to serve!" panels (printed with rich's print, not logged).
+
+    Not a redirect of sys.stdout: the Flow's processes are forked meanwhile and
+    would inherit it, and with it lose every line they log.
+    """
+    from jina.orchestrate.flow import base
+
+    original = base.__dict__.get("print")
+    base.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if original is None:
+            del base.print
+        else:
+            base.print = original
+
+
+def _attach_to_jina_loggers(flow: Any, handler: logging.Handler) -> None:
+    # jina's loggers do not propagate to the root logger: watch the Flow's own one.
+    jina_logger = getattr(flow, "logger", None)
+    target = getattr(jina_logger, "logger", None)
+    if isinstance(target, logging.Logger):
+        target.addHandler(handler)
+
+
+def _stop_within(flow: Any, prog: str) -> None:
+    done = threading.Event()
+
+    def close() -> None:
+        with contextlib.suppress(Exception):
+            flow.close()
+        done.set()
+
+    threading.Thread(target=close, daemon=True).start()
+    if not done.wait(STOP_GRACE_S):
+        print(f"{prog}: the Flow did not stop in {STOP_GRACE_S:.0f} s; stopping its processes", file=sys.stderr, flush=True)
+    kill_children()
+
+
+__all__ = [
+    "KNOWN_WARNINGS", "check_checkpoint", "check_workspace", "keep_model_out", "kill_children", "model_process",
+    "port_in_use", "preflight", "quiet", "supervised",
+]
