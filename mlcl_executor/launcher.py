@@ -202,9 +202,13 @@ def _watch_start(prog: str, watch: _AbortWatch, ready: threading.Event) -> None:
 
 
 @contextlib.contextmanager
-def supervised(flow: Any, prog: str, show_jina_banner: bool = False) -> Iterator[threading.Event]:
+def supervised(
+    flow: Any, prog: str, show_jina_banner: bool = False, interrupt: bool = False
+) -> Iterator[threading.Event]:
     """Start `flow`; yield an event that SIGTERM/SIGINT set; stop it and every child afterwards.
 
+    `interrupt`: the first signal also raises KeyboardInterrupt in the main thread
+    (for work that does not wait on the event, e.g. the demo).
     A start that fails ends the process (exit 1) with one line. A stop that takes
     longer than STOP_GRACE_S kills the children and ends the process (exit 0).
     """
@@ -223,6 +227,8 @@ def supervised(flow: Any, prog: str, show_jina_banner: bool = False) -> Iterator
             kill_children(grace=0.5)
             os._exit(130 if signum == signal.SIGINT else 143)
         stop.set()
+        if interrupt:
+            raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

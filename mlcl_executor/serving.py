@@ -101,11 +101,24 @@ def flow_ports(config: Dict[str, Any]) -> Dict[str, int]:
 
 
 # ------------------------------------------------------------------ clients
+class NoFlowError(ConnectionError):
+    """No Flow answers at the address a client command was given."""
+
+
 def grpc_client(host: str = "localhost", port: int = DEFAULT_GRPC_PORT) -> "Client":  # noqa: F821
     quiet_jina()
     from jina import Client
 
     return Client(host=host, port=int(port), protocol="grpc")
+
+
+def check_flow(host: str = "localhost", port: int = DEFAULT_GRPC_PORT, timeout: float = 3.0) -> None:
+    """Raise `NoFlowError` (one line, what to do) unless something listens at host:port."""
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return
+    except OSError:
+        raise NoFlowError(f"no Flow at {host}:{port}: start one with `mlcl serve`") from None
 
 
 def http_post(base_url: str, endpoint: str, payload: Dict[str, Any], timeout: float = 60.0) -> Dict[str, Any]:
@@ -181,7 +194,7 @@ def batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 
 __all__ = [
-    "DEFAULT_FLOW", "DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "SHARDED_FLOW", "batched", "build_flow",
+    "DEFAULT_FLOW", "DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "NoFlowError", "SHARDED_FLOW", "batched", "build_flow", "check_flow",
     "curl_command", "flow_config", "flow_ports", "free_port", "grpc_client", "http_error", "http_post",
     "image_files", "quiet_jina",
 ]

@@ -44,6 +44,11 @@ def _log(message: str, start: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
+    from mlcl_executor import jina_compat, launcher
+
+    if not args.verbose:
+        launcher.quiet()
+    launcher.keep_model_out()  # the model runs in the Flow's encoder, not here
     from mlcl.paths import DEFAULT_CHECKPOINT
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
@@ -69,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
 
     grpc_port, http_port = args.grpc_port or free_port(), args.http_port or free_port()
     with tempfile.TemporaryDirectory(prefix="mlcl-demo-") as workspace:
-        flow = build_flow(grpc_port=grpc_port, http_port=http_port, workspace=workspace, **flow_overrides(args))
-        with flow:
+        jina_compat.apply()
+        flow = build_flow(grpc_port=grpc_port, http_port=http_port, workspace=workspace,
+                          quiet_errors=not args.verbose, **flow_overrides(args))
+        with launcher.supervised(flow, "mlcl demo", show_jina_banner=args.verbose, interrupt=True):
             _log(f"Flow ready: gRPC localhost:{grpc_port}, HTTP http://localhost:{http_port} (model {checkpoint.name})", start)
             client = grpc_client(port=grpc_port)
 
@@ -141,6 +148,16 @@ def _select(ds: Any, size: int) -> tuple[list[str], list[dict[str, Any]]]:
     return gallery, triplets
 
 
+def _font(size: int):  # noqa: ANN202 - a PIL font
+    """A scalable font where Pillow has one (its bitmap default font drops spaces)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
 def _contact_sheet(ds: Any, shown: list, out: Path, is_hit) -> Path:
     """Rows: query image + text, then the top 5 (hits framed green)."""
     from PIL import Image, ImageDraw, ImageFont
@@ -149,7 +166,7 @@ def _contact_sheet(ds: Any, shown: list, out: Path, is_hit) -> Path:
     width = pad + (top + 1) * (cell + pad) + pad
     sheet = Image.new("RGB", (width, pad + len(shown) * (cell + text_h + pad)), "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
+    font = _font(12)
     for row, (t, answer) in enumerate(shown):
         y = pad + row * (cell + text_h + pad)
         sheet.paste(ds.load_image(t["reference"]).resize((cell, cell)), (pad, y))
@@ -161,7 +178,8 @@ def _contact_sheet(ds: Any, shown: list, out: Path, is_hit) -> Path:
             hit = is_hit(t, m.id)
             draw.rectangle([x - 4, y - 4, x + cell + 3, y + cell + 3], outline=(20, 170, 40) if hit else (200, 200, 200),
                            width=5 if hit else 1)
-            draw.text((x, y + cell + 3), f"#{col} {s:.3f}{'  HIT' if hit else ''}", fill="black", font=font)
+            label = f"rank {col}  score {s:.3f}" + ("  HIT" if hit else "")
+            draw.text((x, y + cell + 3), label, fill=(20, 120, 30) if hit else "black", font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
