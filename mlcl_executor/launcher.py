@@ -244,22 +244,27 @@ def supervised(
 
 @contextlib.contextmanager
 def _no_banner() -> Iterator[None]:
-    """Without jina's "Flow is ready to serve!" panels (printed with rich's print, not logged).
+    """Without jina's start-up console output: its "Waiting ..." progress bar (a blank line
+    where stdout is no terminal) and its "Flow is ready to serve!" panels (rich's print).
 
     Not a redirect of sys.stdout: the Flow's processes are forked meanwhile and
     would inherit it, and with it lose every line they log.
     """
     from jina.orchestrate.flow import base
 
-    original = base.__dict__.get("print")
+    saved = {name: base.__dict__.get(name) for name in ("print", "Progress")}
+    progress = saved["Progress"]
     base.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+    if progress is not None:
+        base.Progress = lambda *args, **kwargs: progress(*args, **{**kwargs, "disable": True})  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        if original is None:
-            del base.print
-        else:
-            base.print = original
+        for name, value in saved.items():
+            if value is None:
+                base.__dict__.pop(name, None)
+            else:
+                setattr(base, name, value)
 
 
 def _attach_to_jina_loggers(flow: Any, handler: logging.Handler) -> None:

@@ -124,8 +124,9 @@ def check_flow(host: str = "localhost", port: int = DEFAULT_GRPC_PORT, timeout: 
 def http_post(base_url: str, endpoint: str, payload: Dict[str, Any], timeout: float = 60.0) -> Dict[str, Any]:
     """POST JSON to the HTTP gateway; returns the decoded answer.
 
-    A request the Executors reject (e.g. a bad parameter) comes back as HTTP 500
-    with `{"detail": "<the exception>"}`: raised here as RuntimeError with that text.
+    A request the Executors reject comes back as HTTP 400 (a client's mistake, e.g. a
+    bad parameter) or 500 (a server fault) with `{"detail": "<the reason>"}`: raised
+    here as RuntimeError with that text.
     """
     url = base_url.rstrip("/") + "/" + endpoint.lstrip("/")
     request = urllib.request.Request(

@@ -170,7 +170,7 @@ def test_wrong_width_is_rejected_and_the_flow_keeps_serving(served):
     assert server_error(info.value) == "/index rejected, nothing was stored: document 'w1': embedding width 7, the index holds width " + str(count_stats(client).dim)
     assert count(client) == n
     # request-level errors over HTTP: status 500, the message in "detail"
-    with pytest.raises(RuntimeError, match=r"HTTP 500: .*parameter 'limit' must be between 1 and 1000, got 0"):
+    with pytest.raises(RuntimeError, match=r"HTTP 400: .*parameter .limit. must be between 1 and 1000, got 0"):
         http_post(served["http_url"], "/search", {"data": [{"text": "a red square"}], "parameters": {"limit": 0}})
     # ... and the next good requests are answered
     assert len(search(client, [QueryDoc(text="a red square")], limit=2)[0].matches) == 2
