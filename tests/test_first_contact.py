@@ -206,6 +206,58 @@ def test_search_leaves_the_reference_image_out_and_says_so(plain, tmp_path):
     assert kept["matches"][0]["id"] == "img0.png" and kept["left_out"] == []
 
 
+def readme_serving_commands() -> List[str]:
+    """The shell commands of the README's serving section (continuations joined, comments dropped)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Serving: the executors in your Flow"): text.index("Full reference (schemas")]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+# .*$", "", line).strip()
+            if line:
+                commands.append(line)
+    return commands
+
+
+def test_the_readme_serving_commands_run(plain, tmp_path):
+    import base64
+    import shlex
+
+    commands = readme_serving_commands()
+    assert [c.split()[:2] for c in commands] == [
+        ["mlcl", "serve"], ["mlcl", "index"], ["mlcl", "search"], ["curl", "-s"],
+        ["JINA_GATEWAY_IMAGE=jinaai/jina:3.33.1-py311-standard", "jina"],
+        ["JINA_GATEWAY_IMAGE=jinaai/jina:3.33.1-py311-standard", "jina"],
+    ]
+    assert commands[0] == "mlcl serve" and plain.args[len(MLCL):len(MLCL) + 1] == ["serve"]  # the fixture runs it
+    gallery = tmp_path / "path" / "to" / "gallery"
+    gallery.mkdir(parents=True)
+    for name, colour in (("shirt.png", (255, 0, 0)), ("blue.png", (0, 0, 255)), ("green.png", (0, 200, 0))):
+        (gallery / name).write_bytes(png_bytes(colour))
+    env = _env()
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "flow.docker.yml").write_text((REPO / "flows" / "flow.docker.yml").read_text())
+    data_uri = "data:image/png;base64," + base64.b64encode(png_bytes((255, 0, 0))).decode()
+    for command in commands[1:]:
+        if command.startswith("mlcl "):
+            command += f" --port {plain.grpc}"
+        command = command.replace("localhost:54322", f"localhost:{plain.http}").replace("data:image/png;base64,...", data_uri)
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command[:200], done.stdout[-1000:], done.stderr[-2000:])
+        if command.startswith("curl"):
+            answer = json.loads(done.stdout)
+            assert len(answer["data"][0]["matches"]) == 3 and answer["data"][0]["error"] is None
+        if command.startswith("mlcl search"):
+            assert "left out 'shirt.png': it is the reference image itself" in done.stdout
+            assert len([line for line in done.stdout.splitlines() if line.strip()[:1].isdigit()]) == 2
+        assert "Traceback" not in done.stderr, shlex.split(command)[:2]
+    assert (tmp_path / "k8s" / "gateway" / "gateway.yml").is_file()
+    assert (tmp_path / "docker-compose.yml").is_file()
+
+
 def test_sigterm_stops_serve_and_all_its_processes(plain):
     took = stop_within(plain, 10)
     assert took < 10
