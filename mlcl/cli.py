@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "--verbose" not in (sys.argv[1:] if argv is None else argv):
+        from mlcl.known_warnings import silence_known_warnings
+
+        silence_known_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

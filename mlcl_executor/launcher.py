@@ -28,19 +28,11 @@ import socket
 import sys
 import threading
 import time
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-#: Third-party warnings a healthy start raises, by (category, start of message). Nothing else is hidden.
-KNOWN_WARNINGS = [
-    (UserWarning, r"pkg_resources is deprecated as an API"),  # jina's hub SDK imports pkg_resources
-    (FutureWarning, r"`torch\.jit\.script` is deprecated"),  # open_clip's model code, at build time
-    (DeprecationWarning, r"pkg_resources"),
-    # jina imports a gateway's py_modules in the Flow's process and again in the (forked) gateway
-    (UserWarning, r"\s*flow_gateway shadows one of built-in Python module name"),
-]
+from mlcl.known_warnings import silence_known_warnings
 
 #: How long a stop may take before the children are killed (SIGTERM/Ctrl-C must end within 10 s).
 STOP_GRACE_S = 6.0
@@ -53,8 +45,7 @@ def quiet() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
     os.environ.setdefault("JINA_HIDE_SURVEY", "1")
-    for category, message in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=category)
+    silence_known_warnings()
 
 
 def keep_model_out() -> None:
@@ -290,6 +281,6 @@ def _stop_within(flow: Any, prog: str) -> None:
 
 
 __all__ = [
-    "KNOWN_WARNINGS", "check_checkpoint", "check_workspace", "keep_model_out", "kill_children", "model_process",
+    "check_checkpoint", "check_workspace", "keep_model_out", "kill_children", "model_process",
     "port_in_use", "preflight", "quiet", "supervised",
 ]
