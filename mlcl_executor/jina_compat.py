@@ -73,8 +73,48 @@ def _fix_grpc_options() -> None:
     helper.get_default_grpc_options = options
 
 
+class _ErrorsAsWarnings:
+    """A logger whose `error` is `warning` (everything else passes through)."""
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self._logger.warning(msg, *args, **kwargs)
+
+
+def _fix_head_unavailable_log() -> None:
+    import grpc
+    from jina.serve.runtimes.head.request_handling import HeaderRequestHandler
+
+    original = HeaderRequestHandler._handle_internalnetworkerror
+    if getattr(original, "_mlcl_patched", False):
+        return
+
+    @functools.wraps(original)
+    def handle(self: Any, err: Any, context: Any, response: Any) -> Any:
+        if err.code() != grpc.StatusCode.UNAVAILABLE:
+            return original(self, err, context, response)
+        logger = self.logger
+        self.logger = _ErrorsAsWarnings(logger)  # synchronous call: no other task runs meanwhile
+        try:
+            return original(self, err, context, response)
+        finally:
+            self.logger = logger
+
+    handle._mlcl_patched = True  # type: ignore[attr-defined]
+    HeaderRequestHandler._handle_internalnetworkerror = handle
+
+
 def apply() -> bool:
     """Install the fixes (idempotent); False when jina's internals differ."""
+    try:
+        _fix_head_unavailable_log()
+    except (ImportError, AttributeError):  # pragma: no cover - another jina layout
+        _log.warning("mlcl: jina's head differs from %s; its start-up log fix not applied", JINA_VERSION_VERIFIED)
     try:
         _fix_grpc_options()
     except (ImportError, AttributeError):  # pragma: no cover - another jina layout
