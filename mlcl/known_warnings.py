@@ -16,7 +16,7 @@ KNOWN_WARNINGS: List[Tuple[Type[Warning], str]] = [
     (UserWarning, r"pkg_resources is deprecated as an API"),
     (DeprecationWarning, r"pkg_resources"),
     # jina imports a gateway's py_modules in the Flow's process and again in the (forked) gateway
-    (UserWarning, r"\s*flow_gateway shadows one of built-in Python module name"),
+    (UserWarning, r"\s*jina_register shadows one of built-in Python module name"),
 ]
 
 

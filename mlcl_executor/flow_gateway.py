@@ -1,6 +1,8 @@
 """MLCLGateway: jina's gRPC + HTTP gateway, with a client's mistake answered as HTTP 400.
 
-Named in the Flow YAMLs (`gateway: uses: MLCLGateway`, `py_modules: this file`).
+Named in the Flow YAMLs (`gateway: uses: MLCLGateway`, `py_modules:
+jina_register.py`, which imports this module under its package name, so the
+class pickles to processes that jina spawns).
 jina's HTTP gateway answers every Executor error with HTTP 500; an error that
 is the client's (an Executor raised `RequestError`: a bad `limit`, a wrong
 vector width) becomes 400 with the one-line reason as `detail`. Everything
@@ -10,15 +12,9 @@ should not pay for them).
 """
 
 import ast
-import sys
-from pathlib import Path
 
-try:
-    from mlcl_executor import jina_compat
-except ModuleNotFoundError:  # loaded by file path from a checkout that is not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from mlcl_executor import jina_compat
-from mlcl_executor.errors import REQUEST_ERROR_NAME
+from . import jina_compat
+from .errors import REQUEST_ERROR_NAME
 
 from jina.serve.runtimes.gateway.composite import CompositeGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway

@@ -19,6 +19,8 @@ from mlcl_executor import jina_compat  # noqa: E402
 
 jina_compat.apply()
 
-# Defining the classes registers them with Jina (jtype: MLCLEncoder, ...).
+# Defining the classes registers them with Jina (jtype: MLCLEncoder, ..., gateway uses: MLCLGateway).
+# None of these imports torch: only MLCLEncoder's constructor does.
+from mlcl_executor.flow_gateway import MLCLGateway  # noqa: E402,F401
 from mlcl_executor.encoder import MLCLEncoder  # noqa: E402,F401
 from mlcl_executor.indexer import MLCLIndexer, MLCLMerger  # noqa: E402,F401

@@ -232,6 +232,7 @@ def test_the_readme_serving_commands_run(plain, tmp_path):
         ["JINA_GATEWAY_IMAGE=jinaai/jina:3.33.1-py311-standard", "jina"],
     ]
     assert commands[0] == "mlcl serve" and plain.args[len(MLCL):len(MLCL) + 1] == ["serve"]  # the fixture runs it
+    assert http(plain.url("/clear"), {"data": []})[0] == 200  # a gallery of the README's images only
     gallery = tmp_path / "path" / "to" / "gallery"
     gallery.mkdir(parents=True)
     for name, colour in (("shirt.png", (255, 0, 0)), ("blue.png", (0, 0, 255)), ("green.png", (0, 200, 0))):
