@@ -125,17 +125,45 @@ def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str
 
 
 # ------------------------------------------------------------- supervision
-def children() -> List[Any]:
+#: Processes of Python's multiprocessing machinery: shared by every Flow of a process, never ours to stop.
+_INFRASTRUCTURE = ("multiprocessing.forkserver", "multiprocessing.resource_tracker", "multiprocessing.semaphore_tracker")
+
+
+def descendants() -> List[Any]:
+    """Every process below this one (psutil processes)."""
     import psutil
 
     return psutil.Process().children(recursive=True)
 
 
-def kill_children(grace: float = 2.0) -> None:
-    """SIGTERM every descendant, then SIGKILL what is left after `grace` seconds."""
+class FlowProcesses:
+    """The processes a Flow start creates: descendants that were not there before, less multiprocessing's own.
+
+    With jina's default (fork) they are children of this process; with a fork
+    server (as in the tests) grandchildren. Anything that was running before,
+    e.g. another Flow of the same process, is left alone.
+    """
+
+    def __init__(self) -> None:
+        self.before = {p.pid for p in descendants()}
+
+    def current(self) -> List[Any]:
+        import psutil
+
+        found = []
+        for p in descendants():
+            if p.pid in self.before:
+                continue
+            with contextlib.suppress(psutil.Error):
+                if not any(name in " ".join(p.cmdline()) for name in _INFRASTRUCTURE):
+                    found.append(p)
+        return found
+
+
+def kill_processes(procs: List[Any], grace: float = 2.0) -> None:
+    """SIGTERM each process, then SIGKILL what is left after `grace` seconds."""
     import psutil
 
-    procs = children()
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.terminate()
@@ -161,7 +189,7 @@ class _AbortWatch(logging.Handler):
             self.aborted.set()
 
 
-def _watch_start(prog: str, watch: _AbortWatch, ready: threading.Event) -> None:
+def _watch_start(prog: str, watch: _AbortWatch, ready: threading.Event, flow_procs: "FlowProcesses") -> None:
     """Until the Flow is ready: a child process that ends, or jina's abort, ends everything now.
 
     jina notices a failed Executor only when its readiness wait times out, and its
@@ -175,11 +203,11 @@ def _watch_start(prog: str, watch: _AbortWatch, ready: threading.Event) -> None:
         if watch.aborted.wait(0.3):
             reason = watch.reason.replace("Flow is aborted due to ", "").rstrip(".")
             break
-        # The Flow's own processes: forked from this one (same program). Short-lived helpers
-        # that libraries start and reap (a compiler probe, `uname`) are not watched.
-        for p in psutil.Process().children(recursive=False):
+        # Short-lived helpers that libraries start and reap (a compiler probe, `uname`)
+        # are not the Flow's: only processes running this program are watched.
+        for p in flow_procs.current():
             with contextlib.suppress(psutil.Error):
-                if p.exe() == sys.executable or p.cmdline()[:2] == psutil.Process().cmdline()[:2]:
+                if p.exe() == sys.executable:
                     seen.setdefault(p.pid, p)
         gone = [p for p in seen.values() if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE]
         if gone:
@@ -188,7 +216,7 @@ def _watch_start(prog: str, watch: _AbortWatch, ready: threading.Event) -> None:
     else:
         return
     print(f"{prog}: the Flow could not start: {reason}; the error above says why", file=sys.stderr, flush=True)
-    kill_children()
+    kill_processes(flow_procs.current())
     os._exit(1)
 
 
@@ -209,13 +237,14 @@ def supervised(
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     stop, ready = threading.Event(), threading.Event()
+    flow_procs = FlowProcesses()
     watch = _AbortWatch()
     _attach_to_jina_loggers(flow, watch)
-    threading.Thread(target=_watch_start, args=(prog, watch, ready), daemon=True).start()
+    threading.Thread(target=_watch_start, args=(prog, watch, ready, flow_procs), daemon=True).start()
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set():  # a second signal: stop now
-            kill_children(grace=0.5)
+            kill_processes(flow_procs.current(), grace=0.5)
             os._exit(130 if signum == signal.SIGINT else 143)
         stop.set()
         if interrupt:
@@ -228,7 +257,7 @@ def supervised(
         ready.set()
         yield stop
     finally:
-        _stop_within(flow, prog)
+        _stop_within(flow, prog, flow_procs)
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -266,7 +295,7 @@ def _attach_to_jina_loggers(flow: Any, handler: logging.Handler) -> None:
         target.addHandler(handler)
 
 
-def _stop_within(flow: Any, prog: str) -> None:
+def _stop_within(flow: Any, prog: str, flow_procs: "FlowProcesses") -> None:
     done = threading.Event()
 
     def close() -> None:
@@ -277,10 +306,11 @@ def _stop_within(flow: Any, prog: str) -> None:
     threading.Thread(target=close, daemon=True).start()
     if not done.wait(STOP_GRACE_S):
         print(f"{prog}: the Flow did not stop in {STOP_GRACE_S:.0f} s; stopping its processes", file=sys.stderr, flush=True)
-    kill_children()
+    kill_processes(flow_procs.current())
 
 
 __all__ = [
-    "check_checkpoint", "check_workspace", "keep_model_out", "kill_children", "model_process",
+    "FlowProcesses", "check_checkpoint", "check_workspace", "descendants", "keep_model_out", "kill_processes",
+    "model_process",
     "port_in_use", "preflight", "quiet", "supervised",
 ]
