@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from docarray import DocList
 
-from .schemas import LevelDoc, MatchDoc, QueryDoc
+from .schemas import LevelDoc, LevelMatchDoc, QueryDoc
 from .thumbnails import match_tags
 
 #: Model level name -> the name answers use.
@@ -58,7 +58,7 @@ def search_levels(
     todo: List[Tuple[QueryDoc, LevelDoc]] = []
     for doc in docs:
         for level in doc.levels or []:
-            level.matches, level.scores = DocList[MatchDoc](), []
+            level.matches, level.scores = DocList[LevelMatchDoc](), []
             if level.embedding is not None and not doc.error:
                 todo.append((doc, level))
     if todo:
@@ -67,8 +67,8 @@ def search_levels(
         for (doc, level), row_hits in zip(todo, hits):
             skip = doc.reference_id if exclude_reference else None
             kept = [(m, s) for m, s in row_hits if m.id != skip][:limit]
-            level.matches = DocList[MatchDoc](
-                [MatchDoc(id=m.id, uri=m.uri, tags=match_tags(m.tags, thumbnails), score=float(s)) for m, s in kept]
+            level.matches = DocList[LevelMatchDoc](
+                [LevelMatchDoc(id=m.id, uri=m.uri, tags=match_tags(m.tags, thumbnails), score=float(s)) for m, s in kept]
             )
             level.scores = [float(s) for _, s in kept]
     drop_level_vectors(docs)
@@ -82,7 +82,7 @@ def drop_level_vectors(docs: Sequence[QueryDoc]) -> None:
 
 def merge_levels(doc: QueryDoc, others: Sequence[Optional[QueryDoc]], limit: int) -> None:
     """Sharded indexers: each level's global top-`limit` from the shards' lists (as the fused answer)."""
-    pools: Dict[str, List[Tuple[float, MatchDoc]]] = {}
+    pools: Dict[str, List[Tuple[float, LevelMatchDoc]]] = {}
     order: List[str] = []
     for source in [doc, *others]:
         for level in (source.levels if source is not None else None) or []:
@@ -93,7 +93,7 @@ def merge_levels(doc: QueryDoc, others: Sequence[Optional[QueryDoc]], limit: int
     merged = []
     for name in order:
         pairs = sorted(pools[name], key=lambda p: (-p[0], p[1].id))[:limit]
-        merged.append(LevelDoc(level=name, matches=DocList[MatchDoc]([m for _, m in pairs]), scores=[float(s) for s, _ in pairs]))
+        merged.append(LevelDoc(level=name, matches=DocList[LevelMatchDoc]([m for _, m in pairs]), scores=[float(s) for s, _ in pairs]))
     doc.levels = DocList[LevelDoc](merged)
 
 

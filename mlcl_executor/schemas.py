@@ -50,12 +50,17 @@ class MatchDoc(BaseDoc):
     score: Optional[float] = Field(None, description="cosine similarity to the query, higher is better")
 
 
+class LevelMatchDoc(MatchDoc):
+    """A match inside a `LevelDoc`. Its own class: jina builds one schema model per nested
+    DocList, and two nested models of one name make its endpoint discovery fail."""
+
+
 class LevelDoc(BaseDoc):
     """What one fusion level of MLCL alone returns for a query (`/search` with `parameters: {"levels": true}`)."""
 
     level: str = Field("", description="low (sum), mid (cat) or high (hybrid)")
     embedding: Optional[NdArray] = Field(None, description="this level's query vector (dropped from answers)")
-    matches: DocList[MatchDoc] = Field(DocList[MatchDoc](), description="best first")
+    matches: DocList[LevelMatchDoc] = Field(DocList[LevelMatchDoc](), description="best first")
     scores: List[float] = Field([], description="cosine similarity of each match, best first")
 
 
@@ -113,4 +118,4 @@ def stored_doc_schema(dim: int, **embedding_config: Any) -> Type[BaseDoc]:
     return _STORED_SCHEMAS[key]
 
 
-__all__ = ["GalleryDoc", "ImageInput", "LevelDoc", "MatchDoc", "QueryDoc", "StatsDoc", "stored_doc_schema"]
+__all__ = ["GalleryDoc", "ImageInput", "LevelDoc", "LevelMatchDoc", "MatchDoc", "QueryDoc", "StatsDoc", "stored_doc_schema"]
