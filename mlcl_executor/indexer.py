@@ -36,7 +36,7 @@ from . import jina_compat
 from .backends import BACKENDS, VectorStore, create_store
 from .errors import RequestError
 from .image_source import image_uri
-from .levels import drop_level_vectors, merge_levels, param_flag, search_levels
+from .levels import drop_level_vectors, merge_levels, search_levels
 from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc
 from .thumbnails import match_tags
 
@@ -300,7 +300,8 @@ class MLCLIndexer(Executor):
         parameters = parameters or {}
         limit = _param_limit(parameters, self.default_limit, self.max_limit)
         exclude = _param_bool(parameters, "exclude_reference", True)
-        thumbnails = param_flag(parameters, "thumbnails")
+        thumbnails = _param_bool(parameters, "thumbnails", False)
+        levels = _param_bool(parameters, "levels", False)
         rows, vectors = [], []
         for i, doc in enumerate(docs):
             doc.matches, doc.scores = DocList[MatchDoc](), []
@@ -332,7 +333,7 @@ class MLCLIndexer(Executor):
             kept = [(m, s) for m, s in row_hits if m.id != skip][:limit]
             doc.matches = DocList[MatchDoc]([MatchDoc(id=m.id, uri=m.uri, tags=match_tags(m.tags, thumbnails), score=s) for m, s in kept])
             doc.scores = [float(s) for _, s in kept]
-        if param_flag(parameters, "levels"):
+        if levels:
             with self._store_lock:
                 search_levels(self.store.search, docs, limit, exclude, thumbnails)
         drop_level_vectors(docs)
