@@ -18,6 +18,7 @@ MLCL_REQUIRE_BROWSER is set (CI sets it: .ci/run installs them).
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -91,6 +92,15 @@ def cards(driver, selector: str, root=None) -> list[str]:
 def message(driver) -> str:
     box = driver.find_element(By.ID, "message")
     return box.text if box.is_displayed() else ""
+
+
+#: Drops a file (base64, name) on the drop zone as a user's drag and drop does (a DataTransfer with a File).
+DROP_FILE = """
+const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+const transfer = new DataTransfer();
+transfer.items.add(new File([bytes], arguments[1], {type: "image/png"}));
+document.getElementById("dropzone").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+"""
 
 
 def searches(driver) -> int:
@@ -174,6 +184,13 @@ def test_search_page_in_chromium(tmp_path, browser):
             html = page.read().decode()
         assert "default-src 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
         assert "http://" not in html and "https://" not in html
+        # ... beside the gateway's usual API: /docs, and CORS for other origins' clients.
+        with urllib.request.urlopen(base + "/docs") as docs_page:
+            assert docs_page.status == 200
+        request = urllib.request.Request(base + "/count", data=b'{"data": []}', method="POST",
+                                         headers={"Content-Type": "application/json", "Origin": "http://elsewhere.example"})
+        with urllib.request.urlopen(request) as answer:
+            assert answer.headers["access-control-allow-origin"] in ("*", "http://elsewhere.example")
 
         browser.get(page_url)
         wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", "ready")
@@ -263,9 +280,9 @@ def test_search_page_in_chromium(tmp_path, browser):
     finally:
         stop(proc)
 
-    # 8. the Flow is gone: the page says so instead of going blank.
-    browser.find_element(By.ID, "file-input").send_keys(str(ref_file))
-    wait_for(browser, lambda d: d.find_element(By.ID, "reference-label").text == "reference.png", "reference again")
+    # 8. drag and drop a reference; the Flow is gone: the page says so instead of going blank.
+    browser.execute_script(DROP_FILE, base64.b64encode(ref_file.read_bytes()).decode(), "dropped.png")
+    wait_for(browser, lambda d: d.find_element(By.ID, "reference-label").text == "dropped.png", "dropped reference")
     browser.find_element(By.ID, "search-button").click()
     wait_for(browser, lambda d: "Cannot reach the Flow" in message(d), "unreachable Flow message")
     assert browser.find_element(By.ID, "results").find_elements(By.CSS_SELECTOR, ".card")  # last results stay
