@@ -27,7 +27,9 @@ from . import jina_compat
 from .errors import RequestError
 from .image_source import ImagePolicy, ImageSourceError, image_uri, load_image
 from .launcher import model_process
-from .schemas import GalleryDoc, QueryDoc
+from .levels import encode_with_levels, param_flag
+from .schemas import GalleryDoc, LevelDoc, QueryDoc
+from .thumbnails import THUMBNAIL_TAG, make_thumbnail
 
 Doc = Union[GalleryDoc, QueryDoc]
 
@@ -66,7 +68,8 @@ class MLCLEncoder(Executor):
     Configured in `config.yml` (`with:`): `checkpoint` (default: the bundled
     model), `device` (`auto`/`cpu`/`cuda[:N]`), `batch_size`,
     `inference_weighting` (`train` | `released`), and the image-source policy
-    `image_roots`, `allow_urls`, `max_image_bytes`, `max_image_pixels`, `url_timeout`.
+    `image_roots`, `allow_urls`, `max_image_bytes`, `max_image_pixels`, `url_timeout`;
+    gallery thumbnails `thumbnail_size` (px a side, 0: none) and `thumbnail_max_bytes`.
     """
 
     def __init__(
@@ -82,6 +85,8 @@ class MLCLEncoder(Executor):
         url_timeout: float = 10.0,
         decode_threads: int = 4,
         torch_threads: Optional[int] = None,
+        thumbnail_size: int = 128,
+        thumbnail_max_bytes: int = 32768,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -110,6 +115,7 @@ class MLCLEncoder(Executor):
             raise
         self.checkpoint = str(path)
         self.batch_size = int(batch_size)
+        self.thumbnail_size, self.thumbnail_max_bytes = int(thumbnail_size), int(thumbnail_max_bytes)
         self.policy = ImagePolicy.create(image_roots, allow_urls, max_image_bytes, max_image_pixels, url_timeout)
         # Decoding + preprocessing is PIL/numpy work that releases the GIL; a small pool overlaps it.
         self._pool = ThreadPoolExecutor(max_workers=max(1, int(decode_threads)), thread_name_prefix="mlcl-decode")
@@ -121,14 +127,19 @@ class MLCLEncoder(Executor):
     # ------------------------------------------------------------ endpoints
     @requests(on=["/index", "/update"])
     def encode_gallery(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
-        """Gallery images -> unit-norm gallery vectors."""
-        self._encode(docs, as_query=False)
+        """Gallery images -> unit-norm gallery vectors (and a thumbnail in `tags`, see thumbnails.py)."""
+        self._encode(docs, as_query=False, thumbnails=self.thumbnail_size > 0)
         return docs
 
     @requests(on="/search")
-    def encode_queries(self, docs: DocList[QueryDoc], **kwargs: Any) -> DocList[QueryDoc]:
-        """Queries (image + text, image only, or text only) -> fused MLCL query vectors."""
-        self._encode(docs, as_query=True)
+    def encode_queries(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
+        """Queries (image + text, image only, or text only) -> fused MLCL query vectors.
+
+        `parameters: {"levels": true}`: composed queries also get each fusion level's vector (`levels`).
+        """
+        for doc in docs:
+            doc.levels = DocList[LevelDoc]()
+        self._encode(docs, as_query=True, levels=param_flag(parameters, "levels"))
         return docs
 
     @requests(on="/encode")
@@ -141,13 +152,13 @@ class MLCLEncoder(Executor):
         return docs
 
     # -------------------------------------------------------------- helpers
-    def _encode(self, docs: Sequence[Doc], as_query: bool) -> None:
-        """Fill `embedding` (or `error`) of every document, in place."""
+    def _encode(self, docs: Sequence[Doc], as_query: bool, levels: bool = False, thumbnails: bool = False) -> None:
+        """Fill `embedding` (or `error`) of every document, in place (and `levels`, `tags.thumbnail` when asked)."""
         import torch
 
         for doc in docs:
             doc.embedding, doc.error = None, None
-        images = self._prepare_images(docs)
+        images = self._prepare_images(docs, thumbnails=thumbnails)
         groups: Dict[Tuple[bool, bool], List[int]] = {}
         for i, doc in enumerate(docs):
             text = getattr(doc, "text", None) if as_query else None
@@ -169,30 +180,41 @@ class MLCLEncoder(Executor):
                 batch = torch.stack([images[i] for i in chunk]).to(self.device) if has_image else None
                 texts = [docs[i].text.strip() for i in chunk] if has_text else None
                 with torch.inference_mode():
-                    if as_query:
+                    if as_query and levels and has_image and has_text:
+                        vectors, per_level = encode_with_levels(self.model, batch, texts)
+                        for row, i in enumerate(chunk):
+                            docs[i].levels = per_level[row]
+                    elif as_query:
                         vectors = self.model.encode_query(images=batch, texts=texts)
                     else:
                         vectors = self.model.encode_image(batch)
-                vectors = vectors.float().cpu().numpy()
+                vectors = vectors.float().cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors
                 for row, i in enumerate(chunk):
                     docs[i].embedding = vectors[row]
         drop_payloads(docs)
 
-    def _prepare_images(self, docs: Sequence[Doc]) -> Dict[int, "torch.Tensor"]:  # noqa: F821
-        """Decode + preprocess every document's image in the pool; failures become `error`."""
+    def _prepare_images(self, docs: Sequence[Doc], thumbnails: bool = False) -> Dict[int, "torch.Tensor"]:  # noqa: F821
+        """Decode + preprocess every document's image in the pool; failures become `error`.
+
+        `thumbnails`: also put a small data-URI thumbnail in each document's tags (gallery documents).
+        """
         todo = [(i, doc) for i, doc in enumerate(docs) if doc.image is not None]
-        results = self._pool.map(lambda item: self._prepare_one(item[1].image), todo)
+        results = self._pool.map(lambda item: self._prepare_one(item[1].image, thumbnails), todo)
         tensors: Dict[int, Any] = {}
         for (i, doc), result in zip(todo, results):
             if isinstance(result, str):
                 doc.error = f"{doc_name(doc, i)}: {result}"
             else:
-                tensors[i] = result
+                tensors[i], thumbnail = result
+                if thumbnail:
+                    doc.tags = {**(doc.tags or {}), THUMBNAIL_TAG: thumbnail}
         return tensors
 
-    def _prepare_one(self, value: Any) -> Union["torch.Tensor", str]:  # noqa: F821
+    def _prepare_one(self, value: Any, thumbnail: bool = False) -> Union[Tuple["torch.Tensor", Optional[str]], str]:  # noqa: F821
         try:
-            return self.model.preprocess(load_image(value, self.policy))
+            image = load_image(value, self.policy)
+            small = make_thumbnail(image, self.thumbnail_size, self.thumbnail_max_bytes) if thumbnail else None
+            return self.model.preprocess(image), small
         except ImageSourceError as exc:
             return str(exc)
         except Exception as exc:  # a preprocessing failure must not fail the other documents

@@ -7,14 +7,16 @@ jina's HTTP gateway answers every Executor error with HTTP 500; an error that
 is the client's (an Executor raised `RequestError`: a bad `limit`, a wrong
 vector width) becomes 400 with the one-line reason as `detail`. Everything
 else is jina's own gateway, unchanged: the same endpoints, schemas, CORS and
-`/docs`. This module imports neither torch nor the model (the gateway process
-should not pay for them).
+`/docs`; plus the search page at /ui/ (mlcl_executor/ui/, docs/ui.md). This
+module imports neither torch nor the model (the gateway process should not pay for them).
 """
 
 import ast
 
 from . import jina_compat
 from .errors import REQUEST_ERROR_NAME
+from .ui.routes import add_ui_routes
+from .ui.routes import ui_settings as check_ui_settings
 
 from jina.serve.runtimes.gateway.composite import CompositeGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
@@ -52,24 +54,35 @@ def install_client_errors(app) -> None:  # noqa: ANN001 - a FastAPI app
 
 
 class MLCLHTTPGateway(HTTPGateway):
-    """jina's HTTP gateway with client errors as 400 (the place to add HTTP routes)."""
+    """jina's HTTP gateway with client errors as 400, and the search page under /ui (mlcl_executor/ui/)."""
+
+    def __init__(self, ui_settings: "dict | None" = None, **kwargs) -> None:  # noqa: ANN003
+        super().__init__(**kwargs)
+        self.ui_settings = ui_settings  # None: no page
 
     @property
     def app(self):  # noqa: ANN201 - jina builds a new FastAPI app on each access
         app = super().app
         install_client_errors(app)
+        if self.ui_settings is not None:
+            add_ui_routes(app, self.ui_settings)
         return app
 
 
 class MLCLGateway(CompositeGateway):
-    """jina's composite gateway (one server per protocol) with `MLCLHTTPGateway` for HTTP."""
+    """jina's composite gateway (one server per protocol) with `MLCLHTTPGateway` for HTTP.
 
-    def __init__(self, **kwargs) -> None:  # noqa: ANN003
+    `uses_with`: `ui` (serve the search page, default true), `ui_settings`
+    (overrides of mlcl_executor/ui/settings.yml).
+    """
+
+    def __init__(self, ui: bool = True, ui_settings: "dict | None" = None, **kwargs) -> None:  # noqa: ANN003
         super().__init__(**kwargs)
+        settings = check_ui_settings(ui_settings) if ui else None
         for i, server_kwargs in enumerate(self._server_kwargs):
             protocol = str(server_kwargs["runtime_args"]["protocol"]).lower().rsplit(".", 1)[-1]
             if protocol == "http":
-                self.servers[i] = MLCLHTTPGateway(**server_kwargs)
+                self.servers[i] = MLCLHTTPGateway(ui_settings=settings, **server_kwargs)
         self.gateways = self.servers
 
 

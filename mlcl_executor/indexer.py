@@ -36,7 +36,9 @@ from . import jina_compat
 from .backends import BACKENDS, VectorStore, create_store
 from .errors import RequestError
 from .image_source import image_uri
+from .levels import drop_level_vectors, merge_levels, search_levels
 from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc
+from .thumbnails import match_tags
 
 META_FILE = "mlcl-index.json"
 
@@ -212,6 +214,7 @@ class MLCLIndexer(Executor):
         """What write endpoints answer: ids, tags and errors (no vectors, no image payloads)."""
         for doc in docs:
             doc.embedding = None
+            doc.tags = match_tags(doc.tags, keep_thumbnail=False)  # stored, not echoed
             if image_uri(doc.image) is None:
                 doc.image = None
         return docs
@@ -290,11 +293,15 @@ class MLCLIndexer(Executor):
 
         parameters: `limit` (default `default_limit`, at most `max_limit`),
         `exclude_reference` (default true: leave out the gallery document named
-        by the query's `reference_id`).
+        by the query's `reference_id`), `thumbnails` (default false: matches
+        carry `tags.thumbnail`, see thumbnails.py), `levels` (default false:
+        each composed query's per-level answers in `levels`, see levels.py).
         """
         parameters = parameters or {}
         limit = _param_limit(parameters, self.default_limit, self.max_limit)
         exclude = _param_bool(parameters, "exclude_reference", True)
+        thumbnails = _param_bool(parameters, "thumbnails", False)
+        levels = _param_bool(parameters, "levels", False)
         rows, vectors = [], []
         for i, doc in enumerate(docs):
             doc.matches, doc.scores = DocList[MatchDoc](), []
@@ -315,6 +322,7 @@ class MLCLIndexer(Executor):
         for doc in docs:
             self._slim_query(doc)
         if not rows or self.store is None:
+            drop_level_vectors(docs)
             return docs
         with self._store_lock:
             # One extra hit per query so that dropping the reference still leaves `limit`.
@@ -323,8 +331,12 @@ class MLCLIndexer(Executor):
             doc = docs[i]
             skip = doc.reference_id if exclude else None
             kept = [(m, s) for m, s in row_hits if m.id != skip][:limit]
-            doc.matches = DocList[MatchDoc]([MatchDoc(id=m.id, uri=m.uri, tags=dict(m.tags or {}), score=s) for m, s in kept])
+            doc.matches = DocList[MatchDoc]([MatchDoc(id=m.id, uri=m.uri, tags=match_tags(m.tags, thumbnails), score=s) for m, s in kept])
             doc.scores = [float(s) for _, s in kept]
+        if levels:
+            with self._store_lock:
+                search_levels(self.store.search, docs, limit, exclude, thumbnails)
+        drop_level_vectors(docs)
         return docs
 
     @requests(on="/encode")
@@ -382,6 +394,8 @@ class MLCLMerger(Executor):
             doc.scores = [float(s) for s, _ in pairs]
             doc.matches = DocList[MatchDoc]([m for _, m in pairs])
             doc.error = "; ".join(errors) or None
+            if doc.levels:
+                merge_levels(doc, [table.get(doc.id) for table in by_id], limit)
         return out
 
     @requests(on="/encode")

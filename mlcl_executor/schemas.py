@@ -50,6 +50,20 @@ class MatchDoc(BaseDoc):
     score: Optional[float] = Field(None, description="cosine similarity to the query, higher is better")
 
 
+class LevelMatchDoc(MatchDoc):
+    """A match inside a `LevelDoc`. Its own class: jina builds one schema model per nested
+    DocList, and two nested models of one name make its endpoint discovery fail."""
+
+
+class LevelDoc(BaseDoc):
+    """What one fusion level of MLCL alone returns for a query (`/search` with `parameters: {"levels": true}`)."""
+
+    level: str = Field("", description="low (sum), mid (cat) or high (hybrid)")
+    embedding: Optional[NdArray] = Field(None, description="this level's query vector (dropped from answers)")
+    matches: DocList[LevelMatchDoc] = Field(DocList[LevelMatchDoc](), description="best first")
+    scores: List[float] = Field([], description="cosine similarity of each match, best first")
+
+
 class QueryDoc(BaseDoc):
     """A composed query: a reference `image` and/or a modifier `text`.
 
@@ -65,6 +79,7 @@ class QueryDoc(BaseDoc):
     error: Optional[str] = Field(None, description="why this query was not served; None when it was")
     matches: DocList[MatchDoc] = Field(DocList[MatchDoc](), description="best first")
     scores: List[float] = Field([], description="cosine similarity of each match, best first")
+    levels: DocList[LevelDoc] = Field(DocList[LevelDoc](), description="per-level answers, when asked for (`levels`)")
 
     Config = _Config
 
@@ -103,4 +118,4 @@ def stored_doc_schema(dim: int, **embedding_config: Any) -> Type[BaseDoc]:
     return _STORED_SCHEMAS[key]
 
 
-__all__ = ["GalleryDoc", "ImageInput", "MatchDoc", "QueryDoc", "StatsDoc", "stored_doc_schema"]
+__all__ = ["GalleryDoc", "ImageInput", "LevelDoc", "LevelMatchDoc", "MatchDoc", "QueryDoc", "StatsDoc", "stored_doc_schema"]

@@ -2,6 +2,7 @@
 
     mlcl demo                         # shapes test gallery, 5 queries shown, contact sheet PNG
     mlcl demo --gallery 3000 -k 5 --out outputs/demo.png
+    mlcl demo --serve                 # then keep the Flow up: the search page at http://localhost:PORT/ui/
 
 Starts the Flow (flows/flow.yml: encoder + indexer, gRPC + HTTP) on free
 ports in a temporary workspace, indexes a shapes gallery over gRPC, runs
@@ -35,6 +36,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo.png"), help="contact sheet PNG (default: outputs/demo.png)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per /index request (default: 256)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--serve", action="store_true",
+                        help="keep the Flow up afterwards, with the search page at http://localhost:PORT/ui/ (Ctrl-C stops)")
     parser.set_defaults(func=run)
 
 
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         jina_compat.apply()
         flow = build_flow(grpc_port=grpc_port, http_port=http_port, workspace=workspace,
                           quiet_errors=not args.verbose, **flow_overrides(args))
-        with launcher.supervised(flow, "mlcl demo", show_jina_banner=args.verbose, interrupt=True):
+        with launcher.supervised(flow, "mlcl demo", show_jina_banner=args.verbose, interrupt=True) as stop:
             _log(f"Flow ready: gRPC localhost:{grpc_port}, HTTP http://localhost:{http_port} (model {checkpoint.name})", start)
             client = grpc_client(port=grpc_port)
 
@@ -130,6 +133,13 @@ def run(args: argparse.Namespace) -> int:
 
             out = _contact_sheet(ds, shown, args.out, is_hit)
             _log(f"contact sheet: {out}", start)
+            if args.serve:
+                _log(f"search page: http://localhost:{http_port}/ui/  (the Flow stays up with the {count} "
+                     "indexed images; Ctrl-C stops)", start)
+                try:
+                    stop.wait()
+                except KeyboardInterrupt:
+                    pass
         _log("Flow stopped", start)
     return 0 if same else 1
 

@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
           f"index in {Path(args.workspace).resolve()}", flush=True)
     with launcher.supervised(flow, "mlcl serve", show_jina_banner=args.verbose) as stop:
         print(f"mlcl serve: ready in {time.monotonic() - started:.1f} s: gRPC grpc://127.0.0.1:{grpc}  "
-              f"HTTP http://127.0.0.1:{http}  (API docs: http://127.0.0.1:{http}/docs); Ctrl-C stops", flush=True)
+              f"HTTP http://127.0.0.1:{http}  (search page: http://127.0.0.1:{http}/ui/  "
+              f"API docs: http://127.0.0.1:{http}/docs); Ctrl-C stops", flush=True)
         stop.wait()
         print("mlcl serve: stopping", flush=True)
     print("mlcl serve: stopped", flush=True)

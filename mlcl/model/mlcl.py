@@ -145,6 +145,22 @@ class MLCLModel(nn.Module):
             raise ValueError(f"got {images.shape[0]} images but {len(texts)} texts")
         return self.compose(self.image_features(images), self.text_features(texts))
 
+    @torch.no_grad()
+    def encode_query_levels(self, images: torch.Tensor, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Unit-norm query vectors of each fusion level alone, beside the fused query.
+
+        Keys: the method's levels ("sum" low, "cat" mid, "hybrid" high) and
+        "fused" (equal to `encode_query(images, texts)`). For inspection: which
+        level ranks a target where; retrieval uses the fused query.
+        """
+        if len(texts) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} images but {len(texts)} texts")
+        f_ref, f_txt = self.image_features(images), self.text_features(texts)
+        levels = self.combiner(f_ref, f_txt, self.method.levels)
+        out = {level: F.normalize(levels[level], dim=-1) for level in self.method.levels}
+        out["fused"] = self.compose(f_ref, f_txt)
+        return out
+
     # ---------------------------------------------------------------- losses
     def forward(
         self,

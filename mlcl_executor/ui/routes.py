@@ -1,0 +1,95 @@
+"""The search page's routes on the Flow's HTTP gateway (`MLCLHTTPGateway` in flow_gateway.py).
+
+    GET /ui/              the page (index.html)
+    GET /ui/static/NAME   its script and style sheet (a fixed list of packaged files)
+    GET /ui/config.json   the page's settings (settings.yml, overridable from the Flow YAML)
+
+`GET /` stays jina's health check (the Flow's readiness probe), so the page
+lives under /ui. The page talks to the same gateway's documented API
+(`POST /search`, `POST /count`); it sends images only as data URIs (read from
+the user's file, or a gallery thumbnail the Flow stored), so the encoder's
+image-source policy applies unchanged. Imports no torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+SETTINGS_FILE = HERE / "settings.yml"
+#: The only files served under /ui/static/ (name -> media type): no request path reaches the file system.
+STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+
+#: The page may load only what this gateway serves, and show images only from data: URIs.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def ui_settings(overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """settings.yml with `overrides` applied, checked: a bad value fails the gateway's start, naming the key."""
+    settings = yaml.safe_load(SETTINGS_FILE.read_text())
+    unknown = set(overrides or {}) - set(settings)
+    if unknown:
+        raise ValueError(f"MLCL gateway: unknown ui_settings key(s) {sorted(unknown)}; known: {sorted(settings)}")
+    settings.update(overrides or {})
+    if not isinstance(settings["captions"], list):
+        raise ValueError(f"MLCL gateway: ui_settings.captions must be a list of texts, got {settings['captions']!r}")
+    settings["captions"] = [str(c) for c in settings["captions"]]
+    for key, low in (("examples", 0), ("default_limit", 1), ("max_limit", 1)):
+        try:
+            settings[key] = int(settings[key])
+        except (TypeError, ValueError):
+            raise ValueError(f"MLCL gateway: ui_settings.{key} must be an integer, got {settings[key]!r}") from None
+        if settings[key] < low:
+            raise ValueError(f"MLCL gateway: ui_settings.{key} must be >= {low}, got {settings[key]}")
+    if settings["default_limit"] > settings["max_limit"]:
+        raise ValueError(f"MLCL gateway: ui_settings.default_limit ({settings['default_limit']}) "
+                         f"is above max_limit ({settings['max_limit']})")
+    settings["title"], settings["examples_text"] = str(settings["title"]), str(settings["examples_text"])
+    settings["levels"] = bool(settings["levels"])
+    return settings
+
+
+def add_ui_routes(app: Any, settings: Dict[str, Any]) -> Any:
+    """Mount the page's GET routes on a FastAPI app (the gateway's); returns the app."""
+    from fastapi import HTTPException
+    from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+    index_html = (STATIC_DIR / "index.html").read_bytes()
+    static = {name: ((STATIC_DIR / name).read_bytes(), media) for name, media in STATIC_FILES.items()}
+
+    # (No return annotations: FastAPI would look `Response` up in this module's globals.)
+    @app.get("/ui", include_in_schema=False)
+    async def _ui_redirect():
+        return RedirectResponse(url="/ui/")
+
+    @app.get("/ui/", include_in_schema=False)
+    async def _ui_page():
+        return Response(index_html, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+    @app.get("/ui/config.json", include_in_schema=False)
+    async def _ui_config():
+        return JSONResponse(settings, headers=SECURITY_HEADERS)
+
+    @app.get("/ui/static/{name}", include_in_schema=False)
+    async def _ui_static(name: str):
+        if name not in static:
+            raise HTTPException(status_code=404, detail=f"no such file: {name!r}")
+        body, media = static[name]
+        return Response(body, media_type=media, headers=SECURITY_HEADERS)
+
+    return app
+
+
+__all__ = ["SECURITY_HEADERS", "STATIC_FILES", "add_ui_routes", "ui_settings"]

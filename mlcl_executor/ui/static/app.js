@@ -1,0 +1,386 @@
+// The mlcl search page: talks to the Flow that served it (same origin) over its
+// documented HTTP API (POST /search, POST /count). Every text it shows goes
+// through textContent; the only images it shows are data: URIs (an upload it
+// read itself, or a gallery thumbnail the Flow stored at index time).
+"use strict";
+
+const LEVEL_TITLES = {
+  low: "low: sum of image + text features",
+  mid: "mid: concatenation combiner",
+  high: "high: hybrid fusion (CLIP4Cir's combiner)",
+};
+const IMAGE_URI = /^data:image\/(png|jpeg|gif|webp|bmp);base64,[A-Za-z0-9+/=]+$/;
+const TIMEOUT_MS = 60000;
+
+const state = {
+  settings: { title: "mlcl search", captions: [], examples_text: "", examples: 0, default_limit: 10, max_limit: 100, levels: true },
+  reference: null, // {image: data URI, id: gallery id or null, label: text}
+  steps: [], // [{reference, caption, limit, answer}]
+  current: -1, // index into steps of what the results show
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function clear(node) {
+  while (node.firstChild) node.removeChild(node.firstChild);
+}
+
+// ------------------------------------------------------------------ messages
+function showMessage(text, kind) {
+  const box = $("message");
+  box.textContent = text;
+  box.className = "message" + (kind === "error" ? " error" : "");
+  box.hidden = false;
+}
+
+function hideMessage() {
+  $("message").hidden = true;
+}
+
+function setStatus(text, ok) {
+  const status = $("status");
+  status.textContent = text;
+  status.className = "status " + (ok ? "ok" : "bad");
+}
+
+// ------------------------------------------------------------------- the API
+class FlowError extends Error {}
+
+async function post(endpoint, body) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+  let response;
+  try {
+    response = await fetch(endpoint, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      signal: controller.signal,
+    });
+  } catch (err) {
+    const why = err && err.name === "AbortError" ? "no answer within " + TIMEOUT_MS / 1000 + " s" : String(err && err.message || err);
+    throw new FlowError("Cannot reach the Flow at " + window.location.origin + " (" + why + "). Is `mlcl serve` still running?");
+  } finally {
+    clearTimeout(timer);
+  }
+  let answer = null;
+  try {
+    answer = await response.json();
+  } catch (err) {
+    answer = null;
+  }
+  if (!response.ok) {
+    const detail = answer && answer.detail !== undefined ? (typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail)) : response.statusText;
+    throw new FlowError("The Flow refused " + endpoint + " (HTTP " + response.status + "): " + detail);
+  }
+  if (!answer || !Array.isArray(answer.data)) {
+    throw new FlowError("The Flow's answer to " + endpoint + " is not what this page expects (no data list).");
+  }
+  return answer;
+}
+
+// ------------------------------------------------------------------ images
+function safeImage(uri) {
+  return typeof uri === "string" && IMAGE_URI.test(uri) ? uri : null;
+}
+
+function thumbnailOf(match) {
+  return safeImage(match && match.tags ? match.tags.thumbnail : null);
+}
+
+function imageNode(uri, alt) {
+  if (!uri) return el("div", "no-thumb", "no thumbnail");
+  const img = el("img");
+  img.alt = alt;
+  img.src = uri;
+  return img;
+}
+
+function readFile(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+function decodes(uri) {
+  return new Promise((resolve) => {
+    const img = new Image();
+    img.onload = () => resolve(img.naturalWidth > 0);
+    img.onerror = () => resolve(false);
+    img.src = uri;
+  });
+}
+
+// --------------------------------------------------------------- reference
+function setReference(reference) {
+  state.reference = reference;
+  const img = $("reference-img");
+  img.src = reference.image;
+  img.hidden = false;
+  $("reference-label").textContent = reference.label;
+  $("reference-id").textContent = reference.id ? "gallery id: " + reference.id : "uploaded: not from the gallery";
+  $("reference-id").dataset.id = reference.id || "";
+}
+
+async function useFile(file) {
+  if (!file) return;
+  hideMessage();
+  let uri;
+  try {
+    uri = await readFile(file);
+  } catch (err) {
+    showMessage("Could not read " + file.name + ": " + (err && err.message || err), "error");
+    return;
+  }
+  if (!uri.startsWith("data:image/") || !(await decodes(uri))) {
+    showMessage(file.name + " could not be read as an image (corrupt or not an image file). Choose a PNG, JPEG, GIF, BMP, WebP or TIFF image.", "error");
+    return;
+  }
+  setReference({ image: uri, id: null, label: file.name });
+  $("caption").focus();
+}
+
+function useMatch(match) {
+  const uri = thumbnailOf(match);
+  if (!uri) {
+    showMessage("Result " + match.id + " has no stored thumbnail, so it cannot be the next reference here; upload the image instead.", "error");
+    return;
+  }
+  hideMessage();
+  setReference({ image: uri, id: match.id, label: match.id });
+  $("caption").value = "";
+  $("caption").focus();
+}
+
+// ------------------------------------------------------------------- cards
+function card(match, rank, score, badge, mini) {
+  const fig = el("figure", mini ? "card mini" : "card");
+  fig.tabIndex = 0;
+  fig.setAttribute("role", "button");
+  fig.dataset.id = String(match.id);
+  fig.title = "make " + match.id + " the next reference";
+  fig.appendChild(imageNode(thumbnailOf(match), "gallery image " + match.id));
+  const cap = el("figcaption");
+  if (rank !== null) cap.appendChild(el("span", "rank", "#" + rank));
+  if (typeof score === "number") cap.appendChild(el("span", "score", score.toFixed(3)));
+  cap.appendChild(el("span", "id", match.id));
+  if (badge) cap.appendChild(el("span", "badge", badge));
+  fig.appendChild(cap);
+  const pick = () => useMatch(match);
+  fig.addEventListener("click", pick);
+  fig.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(); } });
+  return fig;
+}
+
+function renderAnswer(step) {
+  const results = $("results");
+  clear(results);
+  const doc = step.answer;
+  const matches = doc.matches || [];
+  const scores = doc.scores || [];
+  $("results-info").textContent = "for " + step.reference.label + (step.caption ? " + \u201c" + step.caption + "\u201d" : " (image only)");
+  if (!matches.length) results.appendChild(el("p", "muted", "No results: the gallery is empty, or every image was left out."));
+  matches.forEach((m, i) => results.appendChild(card(m, i + 1, scores[i], null)));
+
+  const levels = $("levels");
+  const rows = $("levels-rows");
+  clear(rows);
+  const fusedRank = new Map(matches.map((m, i) => [m.id, i + 1]));
+  const perLevel = doc.levels || [];
+  if (!step.levels) {
+    levels.hidden = true;
+    return;
+  }
+  levels.hidden = false;
+  if (!perLevel.length) {
+    rows.appendChild(el("p", "muted", "Per-level answers need both a reference image and a modification text."));
+    return;
+  }
+  for (const level of perLevel) {
+    const row = el("div", "level");
+    row.dataset.level = String(level.level);
+    row.appendChild(el("h3", null, LEVEL_TITLES[level.level] || String(level.level)));
+    const grid = el("div", "list");
+    (level.matches || []).forEach((m, i) => {
+      const fused = fusedRank.get(m.id);
+      grid.appendChild(card(m, i + 1, (level.scores || [])[i], fused ? "fused #" + fused : null, true));
+    });
+    row.appendChild(grid);
+    rows.appendChild(row);
+  }
+}
+
+function renderHistory() {
+  const list = $("history");
+  clear(list);
+  state.steps.forEach((step, i) => {
+    const item = el("li", i === state.current ? "current" : null);
+    item.dataset.step = String(i);
+    item.appendChild(imageNode(step.reference.image, "reference of step " + (i + 1)));
+    item.appendChild(el("span", null, step.reference.label + (step.caption ? " + \u201c" + step.caption + "\u201d" : "")));
+    item.addEventListener("click", () => goTo(i));
+    list.appendChild(item);
+  });
+  $("back-button").disabled = state.current <= 0;
+}
+
+function goTo(i) {
+  if (i < 0 || i >= state.steps.length) return;
+  hideMessage();
+  state.current = i;
+  const step = state.steps[i];
+  setReference(step.reference);
+  $("caption").value = step.caption;
+  $("limit").value = String(step.limit);
+  renderAnswer(step);
+  renderHistory();
+}
+
+// ------------------------------------------------------------------ search
+function currentLimit() {
+  const max = state.settings.max_limit;
+  let limit = parseInt($("limit").value, 10);
+  if (!Number.isFinite(limit) || limit < 1) limit = state.settings.default_limit;
+  limit = Math.min(limit, max);
+  $("limit").value = String(limit);
+  return limit;
+}
+
+async function search() {
+  hideMessage();
+  const reference = state.reference;
+  if (!reference) {
+    showMessage("Choose a reference image first: upload one, drop one, or pick a gallery example.", "error");
+    return;
+  }
+  const caption = $("caption").value.trim();
+  const limit = currentLimit();
+  const levels = $("levels-toggle").checked;
+  const query = { image: reference.image };
+  if (caption) query.text = caption;
+  if (reference.id) query.reference_id = reference.id;
+  const button = $("search-button");
+  button.disabled = true;
+  $("results").setAttribute("aria-busy", "true");
+  try {
+    const answer = await post("/search", { data: [query], parameters: { limit: limit, thumbnails: true, levels: levels } });
+    const doc = answer.data[0];
+    if (!doc) throw new FlowError("The Flow answered /search without a document.");
+    if (doc.error) throw new FlowError("The Flow could not use this query: " + doc.error);
+    const step = { reference: reference, caption: caption, limit: limit, levels: levels, answer: doc };
+    state.steps = state.steps.slice(0, state.current + 1); // a new query after stepping back starts a new branch
+    state.steps.push(step);
+    state.current = state.steps.length - 1;
+    renderAnswer(step);
+    renderHistory();
+  } catch (err) {
+    showMessage(err instanceof FlowError ? err.message : "Unexpected error: " + (err && err.message || err), "error");
+  } finally {
+    button.disabled = false;
+    $("results").removeAttribute("aria-busy");
+    document.body.dataset.searches = String(Number(document.body.dataset.searches || 0) + 1); // for tests and scripts
+  }
+}
+
+// ------------------------------------------------------------------ set-up
+async function loadSettings() {
+  try {
+    const response = await fetch("/ui/config.json");
+    if (response.ok) Object.assign(state.settings, await response.json());
+  } catch (err) {
+    // keep the defaults: the status line reports an unreachable Flow
+  }
+  document.title = state.settings.title;
+  $("title").textContent = state.settings.title;
+  $("limit").max = String(state.settings.max_limit);
+  $("limit").value = String(state.settings.default_limit);
+  $("levels-toggle").checked = !!state.settings.levels;
+  const chips = $("suggestions");
+  clear(chips);
+  for (const text of state.settings.captions || []) {
+    const chip = el("button", null, text);
+    chip.type = "button";
+    chip.addEventListener("click", () => {
+      $("caption").value = text;
+      if (state.reference) search();
+    });
+    chips.appendChild(chip);
+  }
+}
+
+async function loadStatus() {
+  try {
+    const answer = await post("/count", { data: [] });
+    const count = answer.data[0] ? answer.data[0].count : 0;
+    setStatus(count + " gallery images", true);
+    if (!count) showMessage("The gallery is empty: index images first (`mlcl index FOLDER`, or POST /index).", "error");
+    return count;
+  } catch (err) {
+    setStatus("Flow unreachable", false);
+    showMessage(err.message, "error");
+    return 0;
+  }
+}
+
+async function loadExamples() {
+  const strip = $("examples");
+  clear(strip);
+  const n = state.settings.examples;
+  if (!n) {
+    strip.appendChild(el("p", "muted small", "(no examples configured)"));
+    return;
+  }
+  try {
+    const answer = await post("/search", {
+      data: [{ text: state.settings.examples_text }],
+      parameters: { limit: Math.min(n, state.settings.max_limit), thumbnails: true },
+    });
+    const doc = answer.data[0] || {};
+    if (doc.error) throw new FlowError(doc.error);
+    for (const m of doc.matches || []) strip.appendChild(card(m, null, null, null));
+    if (!(doc.matches || []).length) strip.appendChild(el("p", "muted small", "(the gallery is empty)"));
+  } catch (err) {
+    strip.appendChild(el("p", "muted small", "Gallery examples unavailable: " + err.message));
+  }
+}
+
+function wireUp() {
+  $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
+  $("file-input").addEventListener("change", (e) => { useFile(e.target.files[0]); e.target.value = ""; });
+  $("back-button").addEventListener("click", () => goTo(state.current - 1));
+  $("limit").addEventListener("change", () => { if (state.current >= 0 && state.reference) search(); });
+  const zone = $("dropzone");
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("dragover"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragover"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("dragover");
+    const files = e.dataTransfer && e.dataTransfer.files;
+    if (files && files.length) useFile(files[0]);
+    else showMessage("Drop an image file (from your computer) here.", "error");
+  });
+  zone.addEventListener("keydown", (e) => { if (e.key === "Enter") $("file-input").click(); });
+  // A file dropped next to the drop zone must not make the browser leave the page.
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+}
+
+async function start() {
+  wireUp();
+  await loadSettings();
+  const count = await loadStatus();
+  if (count) await loadExamples();
+  document.body.dataset.ready = "true";
+}
+
+start();
