@@ -1,8 +1,8 @@
 """Jina Executors serving MLCL: `MLCLEncoder`, `MLCLIndexer` and `MLCLMerger` (for sharded indexers).
 
 Submodules: `schemas` (the typed DocArray v2 wire contract), `image_source`
-(decoding + safety policy), `encoder`, `backends` (docarray document indexes
-behind one score convention), `indexer`, `serving` (Flow loading, clients).
+(decoding + safety policy), `encoder`, `stores` (the vector stores behind
+one contract), `indexer`, `merger`, `serving` (Flow loading, clients).
 
 Attributes are imported lazily, so `mlcl_executor.image_source` or
 `.schemas` do not pull in the model. The YAML files register the Executors
@@ -16,7 +16,7 @@ from typing import Any
 _EXPORTS = {
     "MLCLEncoder": "encoder",
     "MLCLIndexer": "indexer",
-    "MLCLMerger": "indexer",
+    "MLCLMerger": "merger",
     "GalleryDoc": "schemas",
     "MatchDoc": "schemas",
     "QueryDoc": "schemas",

@@ -1,4 +1,4 @@
-"""MLCLIndexer: stores gallery vectors and answers searches; MLCLMerger: merges sharded answers.
+"""MLCLIndexer: stores gallery vectors and answers searches (the stores are in `stores/`).
 
 Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
 
@@ -8,7 +8,8 @@ Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
 - `/delete` delete by id (unknown ids get `error`);
 - `/clear`  delete everything; `/count` one `StatsDoc`;
 - `/search` fill `matches` and `scores` (cosine similarity, best first) for every
-  query with an `embedding`; parameters `limit` and `exclude_reference`.
+  query with an `embedding`; parameters `limit`, `exclude_reference` and the
+  store's own search options (`ef` of the `hnsw` store).
 
 Write requests are all-or-nothing: a vector of the wrong width (or not finite)
 rejects the whole request with an error naming the documents, before anything
@@ -16,8 +17,8 @@ is stored. Search problems are per query (`error`), like the encoder's.
 
 Sharding: with `shards: N` every endpoint is polled to ALL shards and each
 shard keeps only the ids it owns (a stable hash of the id), so an upsert of an
-existing id lands on the shard that holds it. `MLCLMerger` (the shards'
-`uses_after`) merges the per-shard top-k into the global top-k and sums counts.
+existing id lands on the shard that holds it. `MLCLMerger` (`merger.py`, the
+shards' `uses_after`) merges the per-shard top-k into the global top-k and sums counts.
 """
 
 # No `from __future__ import annotations`: Jina reads the endpoint annotations at class creation.
@@ -33,8 +34,8 @@ from docarray import DocList
 from jina import Executor, requests
 
 from . import jina_compat
-from .backends import BACKENDS, VectorStore, create_store
 from .errors import RequestError
+from .stores import BACKENDS, VectorStore, create_store
 from .image_source import image_uri
 from .levels import drop_level_vectors, merge_levels, search_levels
 from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc
@@ -88,13 +89,13 @@ def _param_limit(parameters: Dict[str, Any], default: int, maximum: int) -> int:
 
 
 class MLCLIndexer(Executor):
-    """Gallery store and search over docarray document indexes.
+    """Gallery store and search (`stores/`: an exact matrix store or an hnswlib graph).
 
     `with:` parameters: `backend` (`memory`, exact, the default; or `hnsw`),
     `dim` (vector width; None: learnt from the first `/index` and kept in the
     workspace), `default_limit`, `max_limit`, `hnsw` (options: ef, M,
     ef_construction, max_elements, num_threads), `persistence` (fsync,
-    compact_ratio, compact_min_bytes: see `backends.py`). The index lives in
+    compact_ratio, compact_min_bytes: see `stores/logged.py`). The index lives in
     the Executor's workspace (per shard) and survives restarts and crashes:
     each write is appended to a log (flushed, fsync'ed) before it is
     acknowledged; snapshots are written at compaction and on close.
@@ -185,6 +186,8 @@ class MLCLIndexer(Executor):
                 bad.append(f"{doc_name(doc, i)} has an embedding of shape {tuple(vec.shape)} (expected a vector)")
             elif not np.isfinite(vec).all():
                 bad.append(f"{doc_name(doc, i)} has NaN or infinite values in its embedding")
+            elif not vec.any():
+                bad.append(f"{doc_name(doc, i)} has an all-zero embedding (no direction to compare)")
             else:
                 widths.setdefault(width, []).append(doc_name(doc, i))
                 keep.append(i)
@@ -295,13 +298,19 @@ class MLCLIndexer(Executor):
         `exclude_reference` (default true: leave out the gallery document named
         by the query's `reference_id`), `thumbnails` (default false: matches
         carry `tags.thumbnail`, see thumbnails.py), `levels` (default false:
-        each composed query's per-level answers in `levels`, see levels.py).
+        each composed query's per-level answers in `levels`, see levels.py), and the
+        store's search options (`ef`: the hnsw store's search breadth, 1..100000,
+        default from its config).
         """
         parameters = parameters or {}
         limit = _param_limit(parameters, self.default_limit, self.max_limit)
         exclude = _param_bool(parameters, "exclude_reference", True)
         thumbnails = _param_bool(parameters, "thumbnails", False)
         levels = _param_bool(parameters, "levels", False)
+        try:
+            options = self.store.check_params(parameters) if self.store is not None else {}
+        except ValueError as exc:  # e.g. a bad `ef`: the client's mistake
+            raise RequestError(str(exc)) from None
         rows, vectors = [], []
         for i, doc in enumerate(docs):
             doc.matches, doc.scores = DocList[MatchDoc](), []
@@ -326,7 +335,7 @@ class MLCLIndexer(Executor):
             return docs
         with self._store_lock:
             # One extra hit per query so that dropping the reference still leaves `limit`.
-            hits = self.store.search(np.stack(vectors), limit + (1 if exclude else 0))
+            hits = self.store.search(np.stack(vectors), limit + (1 if exclude else 0), **options)
         for i, row_hits in zip(rows, hits):
             doc = docs[i]
             skip = doc.reference_id if exclude else None
@@ -351,84 +360,4 @@ class MLCLIndexer(Executor):
         super().close()
 
 
-class MLCLMerger(Executor):
-    """`uses_after` of a sharded MLCLIndexer: merges the answers of all shards.
-
-    `/search`: the global top-`limit` from the per-shard top-`limit` lists
-    (exact: each shard's list holds every candidate that could be in the
-    global top-`limit`). `/count`: the sum. Write endpoints: docarray's reduce
-    (per-document fields merged, e.g. the `error` set by the owning shard).
-    Set `default_limit` to the indexer's.
-    """
-
-    def __init__(self, default_limit: int = 10, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.default_limit = int(default_limit)
-
-    @requests(on="/search")
-    def merge_search(
-        self,
-        docs: DocList[QueryDoc] = None,  # annotated: Jina takes the request schema from `docs`
-        docs_matrix: Optional[List[DocList[QueryDoc]]] = None,
-        parameters: Optional[Dict[str, Any]] = None,
-        **kwargs: Any,
-    ) -> DocList[QueryDoc]:
-        shards = [d for d in (docs_matrix or []) if d is not None]
-        if not shards:
-            return DocList[QueryDoc]()
-        limit = _param_int(parameters or {}, "limit", self.default_limit)
-        out = shards[0]
-        by_id = [{d.id: d for d in other} for other in shards[1:]]
-        for doc in out:
-            pairs = list(zip(doc.scores, doc.matches))
-            errors = [doc.error] if doc.error else []
-            for table in by_id:
-                other = table.get(doc.id)
-                if other is None:
-                    continue
-                pairs.extend(zip(other.scores, other.matches))
-                if other.error and other.error not in errors:
-                    errors.append(other.error)
-            pairs.sort(key=lambda p: (-p[0], p[1].id))
-            pairs = pairs[:limit]
-            doc.scores = [float(s) for s, _ in pairs]
-            doc.matches = DocList[MatchDoc]([m for _, m in pairs])
-            doc.error = "; ".join(errors) or None
-            if doc.levels:
-                merge_levels(doc, [table.get(doc.id) for table in by_id], limit)
-        return out
-
-    @requests(on="/encode")
-    def merge_encode(
-        self, docs: DocList[QueryDoc] = None, docs_matrix: Optional[List[DocList[QueryDoc]]] = None, **kwargs: Any
-    ) -> DocList[QueryDoc]:
-        shards = [d for d in (docs_matrix or []) if d is not None]
-        return shards[0] if shards else (docs if docs is not None else DocList[QueryDoc]())
-
-    @requests(on="/count")
-    def merge_count(
-        self, docs: DocList[StatsDoc] = None, docs_matrix: Optional[List[DocList[StatsDoc]]] = None, **kwargs: Any
-    ) -> DocList[StatsDoc]:
-        per_shard: Dict[str, int] = {}
-        dim = None
-        for docs in docs_matrix or []:
-            for doc in docs:
-                per_shard.update(doc.shards)
-                dim = dim or doc.dim
-        return DocList[StatsDoc]([StatsDoc(id="count", count=sum(per_shard.values()), shards=per_shard, dim=dim)])
-
-    # Explicit endpoints, no default one: the gateway expects the endpoints of
-    # `uses_after` to be endpoints of the shards as well.
-    @requests(on=["/index", "/update", "/delete", "/clear"])
-    def merge(
-        self, docs: DocList[GalleryDoc] = None, docs_matrix: Optional[List[DocList[GalleryDoc]]] = None, **kwargs: Any
-    ) -> DocList[GalleryDoc]:
-        from docarray.utils.reduce import reduce_all
-
-        shards = [d for d in (docs_matrix or []) if d is not None]
-        if not shards:
-            return DocList[GalleryDoc]()
-        return shards[0] if len(shards) == 1 else reduce_all(shards)
-
-
-__all__ = ["MLCLIndexer", "MLCLMerger", "shard_of"]
+__all__ = ["MLCLIndexer", "shard_of"]

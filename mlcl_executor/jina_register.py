@@ -23,4 +23,5 @@ jina_compat.apply()
 # None of these imports torch: only MLCLEncoder's constructor does.
 from mlcl_executor.flow_gateway import MLCLGateway  # noqa: E402,F401
 from mlcl_executor.encoder import MLCLEncoder  # noqa: E402,F401
-from mlcl_executor.indexer import MLCLIndexer, MLCLMerger  # noqa: E402,F401
+from mlcl_executor.indexer import MLCLIndexer  # noqa: E402,F401
+from mlcl_executor.merger import MLCLMerger  # noqa: E402,F401

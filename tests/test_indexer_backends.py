@@ -7,8 +7,9 @@ import pytest
 from docarray import DocList
 
 import conftest_serving  # noqa: F401  (Jina environment)
-from mlcl_executor.backends import create_store
-from mlcl_executor.indexer import MLCLIndexer, MLCLMerger, shard_of
+from mlcl_executor.indexer import MLCLIndexer, shard_of
+from mlcl_executor.merger import MLCLMerger
+from mlcl_executor.stores import create_store
 from mlcl_executor.schemas import GalleryDoc, QueryDoc
 
 D = 16
@@ -94,7 +95,7 @@ def test_index_search_update_delete_and_restart(tmp_path, data, backend):
     dele = idx.delete(docs=DocList[GalleryDoc]([GalleryDoc(id="g1"), GalleryDoc(id="g39"), GalleryDoc(id="ghost")]))
     assert [d.error is None for d in dele] == [True, True, False]
     assert idx.count(docs=DocList[GalleryDoc]())[0].count == 38
-    # re-adding a deleted id works (hnswlib needs allow_replace_deleted off for this)
+    # re-adding a deleted id works (the hnsw store gives it a new label in a freed slot)
     idx.index(docs=gallery(vectors[39:40], start=39))
     assert idx.count(docs=DocList[GalleryDoc]())[0].count == 39
     before = idx.search(docs=queries(qs), parameters={"limit": 7})
@@ -121,6 +122,8 @@ def test_wrong_width_rejects_the_request_and_stores_nothing(tmp_path, data):
         idx.index(docs=bad)
     with pytest.raises(ValueError, match="NaN"):
         idx.update(docs=DocList[GalleryDoc]([GalleryDoc(id="g0", embedding=np.full(D, np.nan))]))
+    with pytest.raises(ValueError, match="'z' has an all-zero embedding"):
+        idx.index(docs=DocList[GalleryDoc]([GalleryDoc(id="z", embedding=np.zeros(D))]))
     assert idx.count(docs=DocList[GalleryDoc]())[0].count == 10
     # a query of the wrong width is that query's error; the others are served
     res = idx.search(docs=DocList[QueryDoc]([QueryDoc(id="bad", embedding=np.ones(5)), QueryDoc(id="ok", embedding=qs[0]), QueryDoc(id="none")]))
@@ -202,11 +205,16 @@ def test_hnsw_store_is_usable_from_other_threads(tmp_path, data):
         pool.submit(idx.index, docs=gallery(vectors[:10])).result()
         res = pool.submit(idx.search, docs=queries(qs), parameters={"limit": 3}).result()
     assert all(len(d.matches) == 3 for d in res)
+    # the hnsw store's `ef` is a request parameter, validated like `limit`
+    res = idx.search(docs=queries(qs), parameters={"limit": 3, "ef": 200.0})
+    assert all(len(d.matches) == 3 for d in res)
+    with pytest.raises(ValueError, match="parameter 'ef' must be an integer between 1 and"):
+        idx.search(docs=queries(qs), parameters={"limit": 3, "ef": 0})
     idx.close()
 
 
 # ---------------------------------------------------------------- persistence: log + snapshots
-SNAPSHOT = {"memory": "index.bin", "hnsw": "hnsw/embedding.bin"}
+SNAPSHOT = {"memory": "memory.snap", "hnsw": "hnsw.meta"}
 LOG = {"memory": "index.log", "hnsw": "hnsw.log"}
 
 

@@ -1,0 +1,95 @@
+"""MLCLMerger: the `uses_after` of a sharded MLCLIndexer (flows/merger.yml, flows/flow.sharded.yml)."""
+
+# No `from __future__ import annotations`: Jina reads the endpoint annotations at class creation.
+
+from typing import Any, Dict, List, Optional
+
+from docarray import DocList
+from jina import Executor, requests
+
+from .indexer import _param_int
+from .levels import merge_levels
+from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc
+
+
+class MLCLMerger(Executor):
+    """`uses_after` of a sharded MLCLIndexer: merges the answers of all shards.
+
+    `/search`: the global top-`limit` from the per-shard top-`limit` lists
+    (exact: each shard's list holds every candidate that could be in the
+    global top-`limit`). `/count`: the sum. Write endpoints: docarray's reduce
+    (per-document fields merged, e.g. the `error` set by the owning shard).
+    Set `default_limit` to the indexer's.
+    """
+
+    def __init__(self, default_limit: int = 10, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.default_limit = int(default_limit)
+
+    @requests(on="/search")
+    def merge_search(
+        self,
+        docs: DocList[QueryDoc] = None,  # annotated: Jina takes the request schema from `docs`
+        docs_matrix: Optional[List[DocList[QueryDoc]]] = None,
+        parameters: Optional[Dict[str, Any]] = None,
+        **kwargs: Any,
+    ) -> DocList[QueryDoc]:
+        shards = [d for d in (docs_matrix or []) if d is not None]
+        if not shards:
+            return DocList[QueryDoc]()
+        limit = _param_int(parameters or {}, "limit", self.default_limit)
+        out = shards[0]
+        by_id = [{d.id: d for d in other} for other in shards[1:]]
+        for doc in out:
+            pairs = list(zip(doc.scores, doc.matches))
+            errors = [doc.error] if doc.error else []
+            for table in by_id:
+                other = table.get(doc.id)
+                if other is None:
+                    continue
+                pairs.extend(zip(other.scores, other.matches))
+                if other.error and other.error not in errors:
+                    errors.append(other.error)
+            pairs.sort(key=lambda p: (-p[0], p[1].id))
+            pairs = pairs[:limit]
+            doc.scores = [float(s) for s, _ in pairs]
+            doc.matches = DocList[MatchDoc]([m for _, m in pairs])
+            doc.error = "; ".join(errors) or None
+            if doc.levels:
+                merge_levels(doc, [table.get(doc.id) for table in by_id], limit)
+        return out
+
+    @requests(on="/encode")
+    def merge_encode(
+        self, docs: DocList[QueryDoc] = None, docs_matrix: Optional[List[DocList[QueryDoc]]] = None, **kwargs: Any
+    ) -> DocList[QueryDoc]:
+        shards = [d for d in (docs_matrix or []) if d is not None]
+        return shards[0] if shards else (docs if docs is not None else DocList[QueryDoc]())
+
+    @requests(on="/count")
+    def merge_count(
+        self, docs: DocList[StatsDoc] = None, docs_matrix: Optional[List[DocList[StatsDoc]]] = None, **kwargs: Any
+    ) -> DocList[StatsDoc]:
+        per_shard: Dict[str, int] = {}
+        dim = None
+        for docs in docs_matrix or []:
+            for doc in docs:
+                per_shard.update(doc.shards)
+                dim = dim or doc.dim
+        return DocList[StatsDoc]([StatsDoc(id="count", count=sum(per_shard.values()), shards=per_shard, dim=dim)])
+
+    # Explicit endpoints, no default one: the gateway expects the endpoints of
+    # `uses_after` to be endpoints of the shards as well.
+    @requests(on=["/index", "/update", "/delete", "/clear"])
+    def merge(
+        self, docs: DocList[GalleryDoc] = None, docs_matrix: Optional[List[DocList[GalleryDoc]]] = None, **kwargs: Any
+    ) -> DocList[GalleryDoc]:
+        from docarray.utils.reduce import reduce_all
+
+        shards = [d for d in (docs_matrix or []) if d is not None]
+        if not shards:
+            return DocList[GalleryDoc]()
+        return shards[0] if len(shards) == 1 else reduce_all(shards)
+
+
+__all__ = ["MLCLMerger"]
