@@ -38,4 +38,4 @@ def test_index_scale_and_training_speed_quick(tmp_path, capsys):
         assert res[key]["samples_per_s"] > 0 and res[key]["steps"] >= 1
     assert {"cache_build", "stage2_cached_speedup"} <= set(res)
     out = capsys.readouterr().out
-    assert "| N | backend |" in out and "| phase |" in out
+    assert "| width | N | backend |" in out and "| phase |" in out
