@@ -5,6 +5,10 @@ are decoded and preprocessed in a thread pool, stacked, and encoded in chunks
 of `batch_size`; a request mixing composed, image-only and text-only queries
 is split into (at most) three groups, one model call per chunk of each.
 
+A gallery document that arrives with an `embedding` (and no image) skips the
+model, if its `mlcl_model` tag names this encoder's checkpoint (see
+`vectors.py`): vectors computed elsewhere can be indexed in bulk.
+
 A document that cannot be used gets `error` (naming it and the reason) and no
 `embedding`; the rest of the request is served. The endpoint never raises for
 bad input, so one bad image cannot fail a batch of other clients' documents.
@@ -14,6 +18,8 @@ bad input, so one bad image cannot fail a batch of other clients' documents.
 # (DocList[...] types) at class creation to learn the request/response schemas.
 
 import os
+
+import numpy as np
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -30,6 +36,7 @@ from .launcher import model_process
 from .levels import encode_with_levels, param_flag
 from .schemas import GalleryDoc, LevelDoc, QueryDoc
 from .thumbnails import THUMBNAIL_TAG, make_thumbnail
+from .vectors import MODEL_TAG, checkpoint_id
 
 Doc = Union[GalleryDoc, QueryDoc]
 
@@ -114,20 +121,23 @@ class MLCLEncoder(Executor):
             self.logger.error(f"MLCLEncoder cannot start: {exc}")
             raise
         self.checkpoint = str(path)
+        self.model_id = checkpoint_id(path)  # gallery vectors sent in bulk must carry it (vectors.py)
         self.batch_size = int(batch_size)
         self.thumbnail_size, self.thumbnail_max_bytes = int(thumbnail_size), int(thumbnail_max_bytes)
         self.policy = ImagePolicy.create(image_roots, allow_urls, max_image_bytes, max_image_pixels, url_timeout)
         # Decoding + preprocessing is PIL/numpy work that releases the GIL; a small pool overlaps it.
         self._pool = ThreadPoolExecutor(max_workers=max(1, int(decode_threads)), thread_name_prefix="mlcl-decode")
         self.logger.info(
-            f"MLCLEncoder: {path.name} on {self.device}, dim {self.model.embed_dim}, "
+            f"MLCLEncoder: {path.name} (model id {self.model_id}) on {self.device}, dim {self.model.embed_dim}, "
             f"image roots {[str(r) for r in self.policy.roots] or 'none'}, urls {'on' if self.policy.allow_urls else 'off'}"
         )
 
     # ------------------------------------------------------------ endpoints
     @requests(on=["/index", "/update"])
     def encode_gallery(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
-        """Gallery images -> unit-norm gallery vectors (and a thumbnail in `tags`, see thumbnails.py)."""
+        """Gallery images -> unit-norm gallery vectors (and a thumbnail in `tags`, see thumbnails.py); documents
+        with a vector and no image are checked (width, finite, `tags["mlcl_model"]` = this model's id) and passed
+        on without model work (vectors.py)."""
         self._encode(docs, as_query=False, thumbnails=self.thumbnail_size > 0)
         return docs
 
@@ -156,11 +166,15 @@ class MLCLEncoder(Executor):
         """Fill `embedding` (or `error`) of every document, in place (and `levels`, `tags.thumbnail` when asked)."""
         import torch
 
-        for doc in docs:
-            doc.embedding, doc.error = None, None
+        given = set() if as_query else self._accept_vectors(docs)
+        for i, doc in enumerate(docs):
+            if i not in given:
+                doc.embedding, doc.error = None, None
         images = self._prepare_images(docs, thumbnails=thumbnails)
         groups: Dict[Tuple[bool, bool], List[int]] = {}
         for i, doc in enumerate(docs):
+            if i in given:
+                continue
             text = getattr(doc, "text", None) if as_query else None
             text = text.strip() if isinstance(text, str) else None
             has_image = doc.image is not None
@@ -192,6 +206,33 @@ class MLCLEncoder(Executor):
                 for row, i in enumerate(chunk):
                     docs[i].embedding = vectors[row]
         drop_payloads(docs)
+
+    def _accept_vectors(self, docs: Sequence[Doc]) -> set:
+        """Positions of gallery documents that bring their own vector (no image): checked here, no model work."""
+        given = set()
+        for i, doc in enumerate(docs):
+            if doc.image is not None or doc.embedding is None:
+                continue
+            given.add(i)
+            doc.error = None
+            tags = doc.tags if isinstance(doc.tags, dict) else {}
+            model = tags.pop(MODEL_TAG, None)
+            vec = np.asarray(doc.embedding, dtype=np.float32)
+            width = self.model.embed_dim
+            if model != self.model_id:
+                doc.error = (
+                    f"{doc_name(doc, i)}: its embedding has tags['{MODEL_TAG}'] = {model!r}, this encoder's model is "
+                    f"{self.model_id!r} (vectors of another model cannot be mixed in; send the image instead)"
+                )
+            elif vec.shape != (width,):
+                doc.error = f"{doc_name(doc, i)}: embedding of shape {vec.shape}, the model's vectors have width {width}"
+            elif not np.isfinite(vec).all():
+                doc.error = f"{doc_name(doc, i)}: embedding has NaN or infinite values"
+            if doc.error:
+                doc.embedding = None
+            else:
+                doc.embedding = vec
+        return given
 
     def _prepare_images(self, docs: Sequence[Doc], thumbnails: bool = False) -> Dict[int, "torch.Tensor"]:  # noqa: F821
         """Decode + preprocess every document's image in the pool; failures become `error`.

@@ -2,6 +2,7 @@
 
     mlcl index ~/photos                       # every image under the folder, recursively
     mlcl index a.png b.jpg --host 10.0.0.5 --port 54321
+    mlcl index --vectors gallery.npy --ids gallery.txt   # vectors computed elsewhere, no model work
 
 Images are read here and sent as bytes, so the server needs no access to
 the files. Ids: a document's id is its path relative to the folder given,
@@ -9,6 +10,12 @@ with its extension (`mlcl index gallery/` indexes `gallery/shirts/a.png` as
 `shirts/a.png`); a file named on its own gets its file name (`a.png`). Its
 tags hold the absolute path (`tags.path`), which `mlcl search` uses to leave
 the reference image itself out of the results. Indexing an id again replaces it.
+
+`--vectors FILE.npy --ids FILE.txt` sends precomputed gallery vectors (an
+(n, dim) float matrix and n ids, one per line; see
+`mlcl_executor/vectors.py`). They must come from the server's model: each
+is tagged with the model id of `--checkpoint` (default: the bundled model)
+or `--model-id`, and the encoder refuses vectors of another model.
 """
 
 from __future__ import annotations
@@ -19,10 +26,15 @@ from pathlib import Path
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
+    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders")
+    parser.add_argument("--vectors", type=Path, metavar="FILE.npy", help="precomputed gallery vectors (n, dim)")
+    parser.add_argument("--ids", type=Path, metavar="FILE.txt", help="with --vectors: n ids, one per line")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="with --vectors: the checkpoint that computed them (default: the bundled model)")
+    parser.add_argument("--model-id", default=None, help="with --vectors: the model id instead of --checkpoint")
     parser.add_argument("--host", default="localhost", help="Flow host (default: localhost)")
     parser.add_argument("--port", type=int, default=54321, help="gRPC port (default: 54321)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per request (default: 64)")
+    parser.add_argument("--batch-size", type=int, default=None, help="documents per request (default: 64 images, 1000 vectors)")
     parser.add_argument("--no-recursive", action="store_true", help="only the top level of folders")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -44,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from mlcl_executor import launcher
 
     launcher.quiet()
+    if args.vectors is not None or args.ids is not None:
+        return run_vectors(args)
+    if not args.paths:
+        print("mlcl index: give image files or folders, or --vectors FILE.npy --ids FILE.txt", file=sys.stderr)
+        return 2
     from docarray import DocList
     from tqdm import tqdm
 
@@ -68,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     errors: list[str] = []
     try:
         with tqdm(total=len(items), unit="img", desc="indexing", disable=args.no_progress) as bar:
-            for chunk in batched(items, max(1, args.batch_size)):
+            for chunk in batched(items, max(1, args.batch_size or 64)):
                 docs = DocList[GalleryDoc](
                     GalleryDoc(id=doc_id, image=path.read_bytes(), tags={"path": str(path)}) for doc_id, path in chunk
                 )
@@ -82,4 +99,54 @@ def run(args: argparse.Namespace) -> int:
     for error in errors:
         print(f"mlcl index: {error}", file=sys.stderr)
     print(f"indexed {len(items) - len(errors)} of {len(items)} images; the index holds {count}")
+    return 1 if errors else 0
+
+
+def run_vectors(args: argparse.Namespace) -> int:
+    """`--vectors FILE.npy --ids FILE.txt`: precomputed gallery vectors, tagged with the model id."""
+    import time
+
+    import numpy as np
+    from docarray import DocList
+    from tqdm import tqdm
+
+    from mlcl.paths import DEFAULT_CHECKPOINT
+    from mlcl_executor.schemas import GalleryDoc, StatsDoc
+    from mlcl_executor.serving import grpc_client
+    from mlcl_executor.vectors import MODEL_TAG, checkpoint_id, load_vector_files
+
+    if args.vectors is None or args.ids is None or args.paths:
+        print("mlcl index: --vectors and --ids go together, without image paths", file=sys.stderr)
+        return 2
+    try:
+        matrix, ids = load_vector_files(args.vectors, args.ids)
+        model_id = args.model_id or checkpoint_id(args.checkpoint or DEFAULT_CHECKPOINT)
+    except (OSError, ValueError) as exc:
+        print(f"mlcl index: {exc}", file=sys.stderr)
+        return 2
+    client = grpc_client(args.host, args.port)
+    size = max(1, args.batch_size or 1000)
+    errors: list[str] = []
+    sent = 0
+    start = time.perf_counter()
+    with tqdm(total=len(ids), unit="vec", desc="indexing vectors", disable=args.no_progress) as bar:
+        for lo in range(0, len(ids), size):
+            block = np.asarray(matrix[lo : lo + size], dtype=np.float32)
+            docs = DocList[GalleryDoc](
+                GalleryDoc(id=doc_id, embedding=vec, tags={MODEL_TAG: model_id}) for doc_id, vec in zip(ids[lo : lo + size], block)
+            )
+            answer = client.post("/index", docs, return_type=DocList[GalleryDoc])
+            errors += [d.error for d in answer if d.error]
+            sent += len(block)
+            bar.update(len(block))
+            if len(errors) > 100:
+                break  # e.g. the wrong model: no point in sending the rest
+    elapsed = time.perf_counter() - start
+    count = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
+    for error in errors[:20]:
+        print(f"mlcl index: {error}", file=sys.stderr)
+    if len(errors) > 20:
+        print(f"mlcl index: ... and {len(errors) - 20} more errors", file=sys.stderr)
+    print(f"indexed {sent - len(errors)} of {len(ids)} vectors in {elapsed:.1f} s ({sent / max(elapsed, 1e-9):,.0f} vectors/s); "
+          f"the index holds {count}")
     return 1 if errors else 0

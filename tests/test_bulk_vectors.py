@@ -1,0 +1,119 @@
+"""Vectors in bulk: gallery documents that bring their own vector skip the model (when the model id matches),
+and `mlcl index --vectors FILE.npy --ids FILE.txt` loads them through a running Flow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from docarray import DocList
+
+from conftest_serving import png_bytes, tiny_checkpoint
+from mlcl_executor.encoder import MLCLEncoder
+from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
+from mlcl_executor.serving import free_port, grpc_client
+from mlcl_executor.vectors import MODEL_TAG, checkpoint_id, load_vector_files
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    enc = MLCLEncoder(checkpoint=str(tiny_checkpoint()), device="cpu", batch_size=4)
+    calls = []
+    image_fn = enc.model.encode_image
+
+    def spy(images):
+        calls.append(images.shape[0])
+        return image_fn(images)
+
+    enc.model.encode_image = spy
+    enc.calls = calls
+    return enc
+
+
+def test_vectors_with_the_model_id_skip_the_model_others_are_refused(encoder):
+    dim = encoder.model.embed_dim
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(3, dim)).astype(np.float32)
+    mid = checkpoint_id(tiny_checkpoint())
+    assert encoder.model_id == mid and len(mid) == 16
+    docs = DocList[GalleryDoc]([
+        GalleryDoc(id="v0", embedding=good[0], tags={MODEL_TAG: mid, "kind": "vector"}),
+        GalleryDoc(id="v1", embedding=good[1], tags={MODEL_TAG: "0123456789abcdef"}),
+        GalleryDoc(id="v2", embedding=good[2]),  # no model id
+        GalleryDoc(id="v3", embedding=np.ones(dim + 1, np.float32), tags={MODEL_TAG: mid}),
+        GalleryDoc(id="v4", embedding=np.full(dim, np.nan, np.float32), tags={MODEL_TAG: mid}),
+        GalleryDoc(id="img", image=png_bytes((200, 30, 30))),
+    ])
+    encoder.calls.clear()
+    out = encoder.encode_gallery(docs=docs)
+    assert encoder.calls == [1]  # only the image went through the model
+    np.testing.assert_array_equal(out[0].embedding, good[0])
+    assert out[0].error is None and out[0].tags == {"kind": "vector"}  # the model tag is checked, then dropped
+    assert "tags['mlcl_model'] = '0123456789abcdef'" in out[1].error and mid in out[1].error
+    assert "tags['mlcl_model'] = None" in out[2].error
+    assert f"the model's vectors have width {dim}" in out[3].error
+    assert "NaN" in out[4].error
+    assert all(d.embedding is None for d in out[1:5])
+    assert out[5].error is None and out[5].embedding.shape == (dim,)
+    # queries never take a client's vector: /search encodes what it is given
+    q = encoder.encode_queries(docs=DocList[QueryDoc]([QueryDoc(id="q", embedding=good[0])]))[0]
+    assert q.embedding is None and "neither image nor text" in q.error
+
+
+def test_vector_files_are_checked(tmp_path):
+    np.save(tmp_path / "v.npy", np.zeros((3, 4), np.float32))
+    (tmp_path / "ids.txt").write_text("a\nb\nc\n")
+    matrix, ids = load_vector_files(tmp_path / "v.npy", tmp_path / "ids.txt")
+    assert matrix.shape == (3, 4) and ids == ["a", "b", "c"]
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    with pytest.raises(ValueError, match="2 ids for 3 vectors"):
+        load_vector_files(tmp_path / "v.npy", tmp_path / "two.txt")
+    (tmp_path / "dup.txt").write_text("a\na\nb\n")
+    with pytest.raises(ValueError, match="unique"):
+        load_vector_files(tmp_path / "v.npy", tmp_path / "dup.txt")
+    np.save(tmp_path / "bad.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="2-D float matrix"):
+        load_vector_files(tmp_path / "bad.npy", tmp_path / "ids.txt")
+
+
+@pytest.mark.timeout(300)
+def test_mlcl_index_vectors_through_a_flow(tmp_path):
+    from test_flow_restart import Server, cli
+
+    grpc, http = free_port(), free_port()
+    ckpt = str(tiny_checkpoint())
+    server = Server(["--grpc-port", str(grpc), "--http-port", str(http), "--workspace", str(tmp_path / "ws"),
+                     "--checkpoint", ckpt, "--device", "cpu"], tmp_path / "serve.log")
+    try:
+        server.wait_ready()
+        client = grpc_client(port=grpc)
+        image = png_bytes((30, 200, 30), (40, 36))
+        # the vector of an image as the Flow computes it (/encode as gallery), then sent in bulk under other ids
+        vec = client.post("/encode", DocList[QueryDoc]([QueryDoc(id="x", image=image)]), parameters={"as": "gallery"},
+                          return_type=DocList[QueryDoc])[0].embedding
+        rng = np.random.default_rng(1)
+        others = rng.normal(size=(2499, len(vec))).astype(np.float32)
+        np.save(tmp_path / "g.npy", np.vstack([np.asarray(vec, np.float32)[None], others]))
+        (tmp_path / "g.txt").write_text("\n".join(["same-as-image"] + [f"v{i}" for i in range(2499)]) + "\n")
+
+        wrong = cli("index", "--vectors", str(tmp_path / "g.npy"), "--ids", str(tmp_path / "g.txt"),
+                    "--model-id", "0000000000000000", "--port", str(grpc), "--no-progress", "--batch-size", "500")
+        assert wrong.returncode == 1 and "cannot be mixed in" in wrong.stderr
+        assert client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count == 0
+
+        done = cli("index", "--vectors", str(tmp_path / "g.npy"), "--ids", str(tmp_path / "g.txt"),
+                   "--checkpoint", ckpt, "--port", str(grpc), "--no-progress", "--batch-size", "500")
+        assert done.returncode == 0, done.stderr
+        assert "indexed 2500 of 2500 vectors" in done.stdout and "the index holds 2500" in done.stdout
+        found = cli("search", "--image", str(_write(tmp_path / "q.png", image)), "-k", "3", "--json", "--port", str(grpc))
+        answer = json.loads(found.stdout)
+        assert answer["matches"][0]["id"] == "same-as-image", answer
+        assert server.stop() == 0
+    finally:
+        server.kill()
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
