@@ -34,7 +34,7 @@ from .errors import RequestError
 from .image_source import ImagePolicy, ImageSourceError, image_uri, load_image
 from .launcher import model_process
 from .levels import encode_with_levels, param_flag
-from .schemas import GalleryDoc, LevelDoc, QueryDoc
+from .schemas import GalleryDoc, LevelDoc, QueryDoc, VectorsDoc
 from .thumbnails import THUMBNAIL_TAG, make_thumbnail
 from .vectors import MODEL_TAG, checkpoint_id
 
@@ -139,6 +139,28 @@ class MLCLEncoder(Executor):
         with a vector and no image are checked (width, finite, `tags["mlcl_model"]` = this model's id) and passed
         on without model work (vectors.py)."""
         self._encode(docs, as_query=False, thumbnails=self.thumbnail_size > 0)
+        return docs
+
+    @requests(on="/index_vectors")
+    def check_vector_blocks(self, docs: DocList[VectorsDoc], **kwargs: Any) -> DocList[VectorsDoc]:
+        """Blocks of precomputed gallery vectors: checked (model id, width, finite, one id per row), no model work."""
+        width = self.model.embed_dim
+        for i, doc in enumerate(docs):
+            vecs = None if doc.embeddings is None else np.asarray(doc.embeddings, dtype=np.float32)
+            name = doc_name(doc, i)
+            if doc.model != self.model_id:
+                doc.error = (f"{name}: vectors of model {doc.model!r}, this encoder's model is {self.model_id!r} "
+                             "(vectors of another model cannot be mixed in)")
+            elif vecs is None or vecs.ndim != 2 or vecs.shape[1] != width:
+                doc.error = f"{name}: embeddings of shape {None if vecs is None else vecs.shape}, expected (n, {width})"
+            elif len(doc.ids) != len(vecs):
+                doc.error = f"{name}: {len(doc.ids)} ids for {len(vecs)} vectors"
+            elif not np.isfinite(vecs).all():
+                doc.error = f"{name}: embeddings have NaN or infinite values"
+            else:
+                doc.error = None
+                continue
+            doc.embeddings = None
         return docs
 
     @requests(on="/search")

@@ -5,6 +5,8 @@ Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
 - `/index`  upsert gallery documents by id (documents carrying `error`, e.g. an
   image the encoder could not read, are passed through and not stored);
 - `/update` replace documents that exist (unknown ids get `error`);
+- `/index_vectors` upsert blocks of precomputed vectors (`VectorsDoc`: ids +
+  a matrix; checked by the encoder, see `vectors.py`), answering `count`;
 - `/delete` delete by id (unknown ids get `error`);
 - `/clear`  delete everything; `/count` one `StatsDoc`;
 - `/search` fill `matches` and `scores` (cosine similarity, best first) for every
@@ -38,7 +40,7 @@ from .errors import RequestError
 from .stores import BACKENDS, VectorStore, create_store
 from .image_source import image_uri
 from .levels import drop_level_vectors, merge_levels, search_levels
-from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc
+from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc, VectorsDoc
 from .thumbnails import match_tags
 
 META_FILE = "mlcl-index.json"
@@ -239,6 +241,40 @@ class MLCLIndexer(Executor):
             if rows and self.store is not None:
                 self.store.upsert(list(rows.values()))
         return self._slim(docs)
+
+    @requests(on="/index_vectors")
+    def index_vectors(self, docs: DocList[VectorsDoc], **kwargs: Any) -> DocList[VectorsDoc]:
+        """Upsert blocks of vectors (ids + matrix); all-or-nothing like /index. Answers carry `count`, not vectors."""
+        with self._store_lock:
+            blocks = []
+            for i, doc in enumerate(docs):
+                doc.count = 0
+                if doc.error or doc.embeddings is None:
+                    doc.error = doc.error or f"{doc_name(doc, i)}: has no embeddings"
+                    continue
+                vecs = np.asarray(doc.embeddings, dtype=np.float32)
+                if vecs.ndim != 2 or len(vecs) != len(doc.ids):
+                    raise ValueError(f"/index_vectors rejected, nothing was stored: {doc_name(doc, i)} has "
+                                     f"embeddings of shape {vecs.shape} for {len(doc.ids)} ids")
+                if self.dim is not None and vecs.shape[1] != self.dim:
+                    raise ValueError(f"/index_vectors rejected, nothing was stored: {doc_name(doc, i)}: embedding "
+                                     f"width {vecs.shape[1]}, the index holds width {self.dim}")
+                blocks.append((doc, vecs))
+            if blocks and self.store is None:
+                self.dim = int(blocks[0][1].shape[1])
+                self._open_store(self.dim)
+            rows = {}
+            for doc, vecs in blocks:
+                for doc_id, vec in zip(doc.ids, vecs):
+                    if self._owns(doc_id):
+                        rows[doc_id] = {"id": doc_id, "embedding": vec, "uri": None, "tags": {}}
+            if rows and self.store is not None:
+                self.store.upsert(list(rows.values()))  # raises (nothing stored) on an empty id or a zero vector
+            for doc, _ in blocks:
+                doc.count = sum(1 for doc_id in doc.ids if self._owns(doc_id))
+        for doc in docs:
+            doc.embeddings = None
+        return docs
 
     @requests(on="/update")
     def update(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:

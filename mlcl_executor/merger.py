@@ -9,7 +9,7 @@ from jina import Executor, requests
 
 from .indexer import _param_int
 from .levels import merge_levels
-from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc
+from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc, VectorsDoc
 
 
 class MLCLMerger(Executor):
@@ -77,6 +77,21 @@ class MLCLMerger(Executor):
                 per_shard.update(doc.shards)
                 dim = dim or doc.dim
         return DocList[StatsDoc]([StatsDoc(id="count", count=sum(per_shard.values()), shards=per_shard, dim=dim)])
+
+    @requests(on="/index_vectors")
+    def merge_vectors(
+        self, docs: DocList[VectorsDoc] = None, docs_matrix: Optional[List[DocList[VectorsDoc]]] = None, **kwargs: Any
+    ) -> DocList[VectorsDoc]:
+        """Blocks of vectors: each shard stored the rows it owns; counts are summed, errors kept."""
+        shards = [d for d in (docs_matrix or []) if d is not None]
+        if not shards:
+            return DocList[VectorsDoc]()
+        out = shards[0]
+        for other in shards[1:]:
+            for doc, theirs in zip(out, other):
+                doc.count += theirs.count
+                doc.error = doc.error or theirs.error
+        return out
 
     # Explicit endpoints, no default one: the gateway expects the endpoints of
     # `uses_after` to be endpoints of the shards as well.

@@ -96,6 +96,18 @@ class StatsDoc(BaseDoc):
     dim: Optional[int] = Field(None, description="vector width of the index (None while empty)")
 
 
+class VectorsDoc(BaseDoc):
+    """A block of precomputed gallery vectors for `/index_vectors` (see `vectors.py`): row i of
+    `embeddings` is the vector of `ids[i]`. One document carries many vectors, so a million of them
+    cost a few thousand documents on the wire, not a million."""
+
+    ids: List[str] = Field([], description="one id per row of embeddings")
+    embeddings: Optional[NdArray] = Field(None, description="(len(ids), dim) float32, from the model named by `model`")
+    model: Optional[str] = Field(None, description="the model id of the checkpoint that computed them")
+    count: int = Field(0, description="answer: how many rows were stored")
+    error: Optional[str] = Field(None, description="why the block was not stored; None when it was")
+
+
 _STORED_SCHEMAS: Dict[tuple, Type[BaseDoc]] = {}
 
 
@@ -118,4 +130,4 @@ def stored_doc_schema(dim: int, **embedding_config: Any) -> Type[BaseDoc]:
     return _STORED_SCHEMAS[key]
 
 
-__all__ = ["GalleryDoc", "ImageInput", "LevelDoc", "LevelMatchDoc", "MatchDoc", "QueryDoc", "StatsDoc", "stored_doc_schema"]
+__all__ = ["GalleryDoc", "ImageInput", "LevelDoc", "LevelMatchDoc", "MatchDoc", "QueryDoc", "StatsDoc", "VectorsDoc", "stored_doc_schema"]

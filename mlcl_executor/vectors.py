@@ -8,9 +8,15 @@ SHA-256; the encoder logs it at start-up). A vector from another checkpoint
 lives in another vector space: it gets `error` instead of mixing in silently.
 The encoder drops the tag once checked (stored tags are the client's own).
 
-Files for `mlcl index --vectors FILE.npy --ids FILE.txt`: a NumPy `.npy`
-matrix (n, dim), float32 (or any float type; it is sent as float32), and a
-UTF-8 text file of n ids, one per line, in the matrix's row order.
+In bulk, one document per vector is slow (docarray (de)serialises each one,
+~0.1 ms, in every process on the way): the `/index_vectors` endpoint takes
+`VectorsDoc` blocks instead (`ids`, an (n, dim) `embeddings` matrix and the
+`model` id), checked the same way by the encoder and upserted by the indexer.
+
+Files for `mlcl index --vectors FILE.npy --ids FILE.txt` (which sends such
+blocks): a NumPy `.npy` matrix (n, dim), float32 (or any float type; it is
+sent as float32), and a UTF-8 text file of n ids, one per line, in the
+matrix's row order.
 """
 
 from __future__ import annotations

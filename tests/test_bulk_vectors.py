@@ -117,3 +117,43 @@ def test_mlcl_index_vectors_through_a_flow(tmp_path):
 def _write(path, data: bytes):
     path.write_bytes(data)
     return path
+
+
+def test_vector_blocks_are_checked_by_the_encoder_and_stored_by_the_shards(encoder, tmp_path):
+    from mlcl_executor.indexer import MLCLIndexer
+    from mlcl_executor.merger import MLCLMerger
+    from mlcl_executor.schemas import VectorsDoc
+
+    dim = encoder.model.embed_dim
+    rng = np.random.default_rng(2)
+    vecs = rng.normal(size=(50, dim)).astype(np.float32)
+    ids = [f"b{i}" for i in range(50)]
+    mid = encoder.model_id
+
+    def blocks():
+        return DocList[VectorsDoc]([
+            VectorsDoc(id="ok", ids=ids, embeddings=vecs, model=mid),
+            VectorsDoc(id="other-model", ids=ids[:2], embeddings=vecs[:2], model="ffffffffffffffff"),
+            VectorsDoc(id="short", ids=ids[:3], embeddings=vecs[:2], model=mid),
+            VectorsDoc(id="wide", ids=ids[:2], embeddings=np.ones((2, dim + 1), np.float32), model=mid),
+        ])
+
+    encoder.calls.clear()
+    checked = encoder.check_vector_blocks(docs=blocks())
+    assert encoder.calls == []  # no model work
+    assert checked[0].error is None and checked[0].embeddings is not None
+    assert "cannot be mixed in" in checked[1].error and "3 ids for 2 vectors" in checked[2].error
+    assert f"expected (n, {dim})" in checked[3].error and all(d.embeddings is None for d in checked[1:])
+
+    shards = [MLCLIndexer(metas={"name": "ix", "workspace": str(tmp_path)}, runtime_args={"shard_id": s, "shards": 2, "name": "ix"})
+              for s in range(2)]
+    answers = [s.index_vectors(docs=encoder.check_vector_blocks(docs=blocks())) for s in shards]
+    merged = MLCLMerger().merge_vectors(docs_matrix=answers)
+    assert merged[0].count == 50 and merged[0].error is None and merged[0].embeddings is None
+    assert [d.count for d in merged[1:]] == [0, 0, 0] and all(d.error for d in merged[1:])
+    assert sum(s.store.count() for s in shards) == 50 and all(s.store.count() > 0 for s in shards)
+    hits = shards[0].store.search(vecs[:1], 1)[0] + shards[1].store.search(vecs[:1], 1)[0]
+    assert max(hits, key=lambda h: h[1])[0].id == "b0"
+    # a block of another width than the index holds is rejected as a whole
+    with pytest.raises(ValueError, match="embedding width 7, the index holds width"):
+        shards[0].index_vectors(docs=DocList[VectorsDoc]([VectorsDoc(ids=["x"], embeddings=np.ones((1, 7), np.float32), model=mid)]))
