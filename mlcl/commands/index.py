@@ -13,9 +13,10 @@ the reference image itself out of the results. Indexing an id again replaces it.
 
 `--vectors FILE.npy --ids FILE.txt` sends precomputed gallery vectors (an
 (n, dim) float matrix and n ids, one per line; see
-`mlcl_executor/vectors.py`) to `/index_vectors`, in blocks of `--batch-size`. They must come from the server's model: each
-is tagged with the model id of `--checkpoint` (default: the bundled model)
-or `--model-id`, and the encoder refuses vectors of another model.
+`mlcl_executor/vectors.py`) to `/index_vectors`, in blocks of `--batch-size`.
+They must come from the server's model: each block is tagged with the model
+id of `--checkpoint` (default: the bundled model) or `--model-id`, and the
+encoder refuses vectors of another model.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def run_vectors(args: argparse.Namespace) -> int:
 
     from mlcl.paths import DEFAULT_CHECKPOINT
     from mlcl_executor.schemas import GalleryDoc, StatsDoc, VectorsDoc
-    from mlcl_executor.serving import grpc_client
+    from mlcl_executor.serving import NoFlowError, check_flow, grpc_client
     from mlcl_executor.vectors import checkpoint_id, load_vector_files
 
     if args.vectors is None or args.ids is None or args.paths:
@@ -124,24 +125,34 @@ def run_vectors(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"mlcl index: {exc}", file=sys.stderr)
         return 2
+    try:
+        check_flow(args.host, args.port)
+    except NoFlowError as exc:
+        print(f"mlcl index: {exc}", file=sys.stderr)
+        return 1
     client = grpc_client(args.host, args.port)
     size = max(1, args.batch_size or 4096)
     errors: list[str] = []
     sent = stored = 0
     start = time.perf_counter()
-    with tqdm(total=len(ids), unit="vec", desc="indexing vectors", disable=args.no_progress) as bar:
-        for lo in range(0, len(ids), size):
-            # one document per block: ids + a matrix (per-vector documents cost ~0.1 ms each to (de)serialise)
-            block = VectorsDoc(ids=ids[lo : lo + size], embeddings=np.asarray(matrix[lo : lo + size], dtype=np.float32), model=model_id)
-            answer = client.post("/index_vectors", DocList[VectorsDoc]([block]), return_type=DocList[VectorsDoc])
-            errors += [d.error for d in answer if d.error]
-            stored += sum(d.count for d in answer)
-            sent += len(block.ids)
-            bar.update(len(block.ids))
-            if errors:
-                break  # e.g. the wrong model: no point in sending the rest
-    elapsed = time.perf_counter() - start
-    count = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
+    try:
+        with tqdm(total=len(ids), unit="vec", desc="indexing vectors", disable=args.no_progress) as bar:
+            for lo in range(0, len(ids), size):
+                # one document per block: ids + a matrix (per-vector documents cost ~0.1 ms each to (de)serialise)
+                block = VectorsDoc(ids=ids[lo : lo + size], embeddings=np.asarray(matrix[lo : lo + size], dtype=np.float32),
+                                   model=model_id)
+                answer = client.post("/index_vectors", DocList[VectorsDoc]([block]), return_type=DocList[VectorsDoc])
+                errors += [d.error for d in answer if d.error]
+                stored += sum(d.count for d in answer)
+                sent += len(block.ids)
+                bar.update(len(block.ids))
+                if errors:
+                    break  # e.g. the wrong model: no point in sending the rest
+        elapsed = time.perf_counter() - start
+        count = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
+    except ConnectionError as exc:
+        print(f"mlcl index: lost the Flow at {args.host}:{args.port} ({str(exc).splitlines()[0][:160]})", file=sys.stderr)
+        return 1
     for error in errors[:20]:
         print(f"mlcl index: {error}", file=sys.stderr)
     if len(errors) > 20:
