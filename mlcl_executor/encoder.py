@@ -233,12 +233,12 @@ class MLCLEncoder(Executor):
         """Positions of gallery documents that bring their own vector (no image): checked here, no model work."""
         given = set()
         for i, doc in enumerate(docs):
-            if doc.image is not None or doc.embedding is None:
+            # only gallery documents (/index, /update): /encode takes QueryDocs, which always get a fresh vector
+            if not isinstance(doc, GalleryDoc) or doc.image is not None or doc.embedding is None:
                 continue
             given.add(i)
             doc.error = None
-            tags = doc.tags if isinstance(doc.tags, dict) else {}
-            model = tags.pop(MODEL_TAG, None)
+            model = doc.tags.pop(MODEL_TAG, None) if isinstance(doc.tags, dict) else None
             vec = np.asarray(doc.embedding, dtype=np.float32)
             width = self.model.embed_dim
             if model != self.model_id:

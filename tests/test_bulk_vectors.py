@@ -157,3 +157,13 @@ def test_vector_blocks_are_checked_by_the_encoder_and_stored_by_the_shards(encod
     # a block of another width than the index holds is rejected as a whole
     with pytest.raises(ValueError, match="embedding width 7, the index holds width"):
         shards[0].index_vectors(docs=DocList[VectorsDoc]([VectorsDoc(ids=["x"], embeddings=np.ones((1, 7), np.float32), model=mid)]))
+
+
+def test_encode_as_gallery_always_recomputes_a_querys_vector(encoder):
+    # /encode takes QueryDocs: a vector left from an earlier call is not a "vector in bulk" (and has no model tag)
+    dim = encoder.model.embed_dim
+    docs = DocList[QueryDoc]([QueryDoc(id="a", image=png_bytes((30, 30, 200)))])
+    first = encoder.encode(docs=docs, parameters={"as": "gallery"})[0]
+    assert first.error is None and first.embedding.shape == (dim,)
+    again = encoder.encode(docs=DocList[QueryDoc]([QueryDoc(id="a", embedding=np.ones(dim, np.float32))]), parameters={"as": "gallery"})[0]
+    assert again.embedding is None and "has no image" in again.error
