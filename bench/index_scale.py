@@ -492,11 +492,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         return res
     name = args.name or ("index_scale" + ("" if args.data == "structured" else f"_{args.data}"))
     out_dir = Path(args.out_dir) if args.out_dir else RESULTS_DIR
-    previous: List[Dict[str, Any]] = []
-    runs: List[Dict[str, Any]] = []
-    if args.merge and (out_dir / f"{name}.json").is_file():
-        old = json.loads((out_dir / f"{name}.json").read_text())
-        previous, runs = old["results"], old.get("runs", [])
     info = machine_info()
     results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mlcl-bench-") as tmp:
@@ -509,6 +504,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             print(f"[index_scale] {backend} N={size} width {dim}: " + (r["error"] if "error" in r else
                   f"build {r['build_s']:.2f}s, RSS +{r['rss_growth_mb']:.0f} MB, load {r['load_average_after'][0]:.2f}"),
                   file=sys.stderr, flush=True)
+    previous: List[Dict[str, Any]] = []
+    runs: List[Dict[str, Any]] = []
+    if args.merge and (out_dir / f"{name}.json").is_file():  # read at the end: other runs may have merged meanwhile
+        old = json.loads((out_dir / f"{name}.json").read_text())
+        previous, runs = old["results"], old.get("runs", [])
     done = {(r["backend"], r["size"], r.get("dim")) for r in results}
     results = [r for r in previous if (r["backend"], r["size"], r.get("dim")) not in done] + results
     config = {k: v for k, v in vars(args).items() if k not in ("worker", "backend", "size", "dim", "out", "out_dir", "in_process", "merge")}
