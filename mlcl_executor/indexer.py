@@ -396,4 +396,13 @@ class MLCLIndexer(Executor):
         super().close()
 
 
+def __getattr__(name: str) -> Any:
+    """`from mlcl_executor.indexer import MLCLMerger` keeps working (the class lives in merger.py)."""
+    if name == "MLCLMerger":
+        from .merger import MLCLMerger
+
+        return MLCLMerger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["MLCLIndexer", "shard_of"]
