@@ -21,6 +21,7 @@ _EXPORTS = {
     "MatchDoc": "schemas",
     "QueryDoc": "schemas",
     "StatsDoc": "schemas",
+    "VectorsDoc": "schemas",
 }
 
 __all__ = sorted(_EXPORTS)
