@@ -25,6 +25,12 @@ not required to be thread-safe, but must work from any thread.
 Durability (the `LoggedStore` base in `logged.py`, used by both stores): a
 write is appended to a write-ahead log (`wal.py`) and fsync'ed before it is
 applied and acknowledged; full snapshots are written at compaction only.
+
+A new backend: subclass `VectorStore` (or `LoggedStore`, implementing its
+`_apply_*` / `_write_snapshot` hooks, for a local store), name it in
+`BACKENDS` and `create_store`; `check_params` must ignore request parameters
+that are not its own (the indexer passes all of them). The reference-model
+test in `tests/test_stores.py` is parametrised by backend name.
 """
 
 from __future__ import annotations
