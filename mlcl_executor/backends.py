@@ -51,7 +51,7 @@ from docarray import BaseDoc, DocList
 
 from .schemas import stored_doc_schema
 
-BACKENDS = ("memory", "hnsw")
+BACKENDS = ("memory", "hnsw", "milvus")  # milvus: milvus_store.py (an optional dependency)
 
 logger = logging.getLogger(__name__)
 
@@ -518,8 +518,15 @@ def create_store(
     workdir: Optional[Path],
     hnsw: Optional[Dict[str, Any]] = None,
     persistence: Optional[Dict[str, Any]] = None,
+    milvus: Optional[Dict[str, Any]] = None,
 ) -> VectorStore:
-    """`persistence`: `fsync` (default true), `compact_ratio` (1.0), `compact_min_bytes` (16 MiB)."""
+    """`persistence`: `fsync` (default true), `compact_ratio` (1.0), `compact_min_bytes` (16 MiB).
+    `milvus`: the options of `milvus_store.MilvusStore` (uri, collection, index_type, ...);
+    Milvus owns its persistence, so `persistence` does not apply to it."""
+    if backend == "milvus":
+        from .milvus_store import MilvusStore
+
+        return MilvusStore(dim, workdir, **(milvus or {}))  # type: ignore[return-value]  (same contract, duck-typed)
     persistence = dict(persistence or {})
     unknown = set(persistence) - set(HnswStore.PERSISTENCE_KEYS)
     if unknown:

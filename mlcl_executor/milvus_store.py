@@ -1,0 +1,309 @@
+"""A vector store in Milvus: the database owns the vectors, their persistence and their scale.
+
+Same contract as the local stores (`backends.py`): upsert rows {id, embedding,
+uri, tags} by id, delete by id, `search` -> per query (match, cosine
+similarity) best first, `count`, `clear`, `close`. Unlike them it keeps no
+state in the Executor's workspace, so every indexer process (replicas, or
+several Flows) can point at one collection.
+
+Where the data lives is `uri`:
+- a local file path ending in `.db` (the default, `<workspace>/milvus.db`):
+  Milvus Lite, the Milvus engine embedded in the `milvus-lite` package,
+  started by pymilvus in a child process of the indexer. One process at a
+  time may open a file (Milvus Lite locks it): no replicas on a file.
+- `http://host:19530` / `https://...`: a Milvus standalone or distributed
+  cluster (or Zilliz Cloud), with `token` ("user:password" or an API key) and
+  `db_name` where the server needs them.
+
+Collection layout: `id` VARCHAR primary key, `embedding` FLOAT_VECTOR(dim),
+`uri` VARCHAR ("" for none: Milvus Lite has no nullable fields), `tags` JSON;
+the vector index uses the COSINE metric, whose scores are already cosine
+similarities (higher is better). `index_type`/`index_params` configure the
+index (Milvus Lite builds only FLAT, IVF_FLAT and AUTOINDEX; a server also
+HNSW, IVF_PQ, DISKANN, ...), `search_params` the search (e.g. `nprobe`, `ef`).
+Reads use `consistency_level` (default Strong: a search sees every write
+acknowledged before it, from any replica).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ID_MAX_LENGTH = 512
+URI_MAX_LENGTH = 4096
+#: Options of `backend: milvus` (the indexer's `milvus:` section) and their defaults.
+DEFAULTS: Dict[str, Any] = {
+    "uri": None,  # None: <workspace>/milvus.db (Milvus Lite)
+    "token": None,
+    "db_name": None,
+    "collection": "mlcl_gallery",
+    "index_type": "AUTOINDEX",
+    "index_params": {},
+    "search_params": {},
+    "consistency_level": "Strong",
+    "timeout": 30.0,
+    "write_batch": 2000,
+}
+LITE_INDEX_TYPES = ("FLAT", "IVF_FLAT", "AUTOINDEX")
+_lite_users: Dict[str, int] = {}  # Milvus Lite file -> open stores in this process (its server is shared)
+
+
+@dataclass
+class MilvusMatch:
+    """One hit: what the indexer reads from a match (no vector)."""
+
+    id: str
+    uri: Optional[str] = None
+    tags: Dict[str, Any] = field(default_factory=dict)
+
+
+def milvus_options(options: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """`options` over the defaults; an unknown key is an error that names the known ones."""
+    options = dict(options or {})
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown milvus options {sorted(unknown)}; choose from {sorted(DEFAULTS)}")
+    merged = {**DEFAULTS, **options}
+    merged["index_params"] = dict(merged["index_params"] or {})
+    merged["search_params"] = dict(merged["search_params"] or {})
+    return merged
+
+
+def resolve_uri(uri: Optional[str], workdir: Optional[Path]) -> str:
+    """The URI pymilvus connects to: a server URL as given, a local file made absolute."""
+    if uri is None:
+        if workdir is None:
+            raise ValueError("backend milvus: set milvus.uri (a .db file or a server URL), or give the indexer a workspace")
+        return str(Path(workdir) / "milvus.db")
+    uri = str(uri)
+    if is_server_uri(uri):
+        return uri
+    path = Path(os.path.expanduser(uri))
+    if not path.is_absolute() and workdir is not None:
+        path = Path(workdir) / path  # relative files live in the workspace, like the other stores
+    return str(path.absolute())
+
+
+def is_server_uri(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+
+
+def _client_class():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # milvus-lite imports the deprecated pkg_resources
+            from pymilvus import MilvusClient
+    except ImportError as exc:  # an optional dependency: say how to get it
+        raise ImportError(
+            f"backend milvus needs pymilvus and milvus-lite ({exc}); install them with: pip install 'mlcl[milvus]'"
+        ) from exc
+    return MilvusClient
+
+
+def connect(uri: str, token: Optional[str] = None, db_name: Optional[str] = None, timeout: float = 30.0) -> Any:
+    """A MilvusClient for `uri` (starting Milvus Lite for a file), with errors that name the URI."""
+    MilvusClient = _client_class()
+    kwargs: Dict[str, Any] = {"uri": uri, "timeout": timeout}
+    if token:
+        kwargs["token"] = token
+    if db_name:
+        kwargs["db_name"] = db_name
+    if not is_server_uri(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return MilvusClient(**kwargs)
+    except Exception as exc:
+        hint = (
+            " (Milvus Lite opens a file in one process only: for replicas or several Flows, run a Milvus server "
+            "and set milvus.uri to its URL)" if not is_server_uri(uri) else " (is the server up and the token right?)"
+        )
+        raise ConnectionError(f"backend milvus: cannot open {uri}: {exc}{hint}") from exc
+
+
+def collection_dim(client: Any, collection: str) -> Optional[int]:
+    """The vector width of an existing collection, or None when there is none."""
+    if not client.has_collection(collection):
+        return None
+    for f in client.describe_collection(collection)["fields"]:
+        if f["name"] == "embedding":
+            return int(f["params"]["dim"])
+    raise ValueError(f"backend milvus: collection {collection!r} exists but has no 'embedding' field (not an mlcl collection)")
+
+
+def stored_dim(workdir: Optional[Path], options: Optional[Dict[str, Any]]) -> Optional[int]:
+    """The width of the configured collection if it exists (the database, not the workspace, knows it)."""
+    opts = milvus_options(options)
+    uri = resolve_uri(opts["uri"], workdir)
+    if not is_server_uri(uri) and not Path(uri).exists():
+        return None  # no Milvus Lite file yet: nothing stored
+    client = connect(uri, opts["token"], opts["db_name"], float(opts["timeout"]))
+    try:
+        return collection_dim(client, str(opts["collection"]))
+    finally:
+        client.close()
+        if not is_server_uri(uri) and uri not in _lite_users:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri)
+
+
+class MilvusStore:
+    """id -> (vector, uri, tags) in a Milvus collection, searched by cosine similarity."""
+
+    name = "milvus"
+
+    def __init__(self, dim: int, workdir: Optional[Path], **options: Any):
+        opts = milvus_options(options)
+        self.dim = int(dim)
+        self.collection: str = str(opts["collection"])
+        self.index_type: str = str(opts["index_type"]).upper()
+        self.index_params: Dict[str, Any] = opts["index_params"]
+        self.search_params: Dict[str, Any] = opts["search_params"]
+        self.consistency_level: str = str(opts["consistency_level"])
+        self.timeout = float(opts["timeout"])
+        self.write_batch = max(1, int(opts["write_batch"]))
+        self.uri = resolve_uri(opts["uri"], workdir)
+        self.local = not is_server_uri(self.uri)
+        if self.local and self.index_type not in LITE_INDEX_TYPES:
+            raise ValueError(
+                f"backend milvus: index_type {self.index_type!r} needs a Milvus server; Milvus Lite "
+                f"({self.uri}) builds only {LITE_INDEX_TYPES}"
+            )
+        self.client = connect(self.uri, opts["token"], opts["db_name"], self.timeout)
+        if self.local:
+            _lite_users[self.uri] = _lite_users.get(self.uri, 0) + 1
+        try:
+            existing = collection_dim(self.client, self.collection)
+            if existing is None:
+                self._create()
+            elif existing != self.dim:
+                raise ValueError(
+                    f"backend milvus: collection {self.collection!r} at {self.uri} holds vectors of width {existing}, "
+                    f"not {self.dim} (a different model needs its own collection)"
+                )
+            else:
+                self.client.load_collection(self.collection, timeout=self.timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    # --------------------------------------------------------------- schema
+    def _create(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_LENGTH)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
+        schema.add_field("tags", DataType.JSON)
+        index = MilvusClient.prepare_index_params()
+        index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=dict(self.index_params))
+        self.client.create_collection(
+            self.collection, schema=schema, index_params=index, consistency_level=self.consistency_level, timeout=self.timeout
+        )
+        logger.info(f"milvus: created collection {self.collection!r} (dim {self.dim}, {self.index_type}) at {self.uri}")
+
+    # --------------------------------------------------------------- writes
+    def _entity(self, row: Dict[str, Any]) -> Dict[str, Any]:
+        doc_id = str(row["id"])
+        if not doc_id or len(doc_id.encode("utf-8")) > ID_MAX_LENGTH:
+            raise ValueError(f"backend milvus: id {doc_id[:40]!r} must be 1 to {ID_MAX_LENGTH} bytes long")
+        vec = np.asarray(row["embedding"], dtype=np.float32).reshape(-1)
+        if vec.shape[0] != self.dim:
+            raise ValueError(f"backend milvus: document {doc_id!r} has a vector of width {vec.shape[0]}, the collection holds {self.dim}")
+        uri = row.get("uri") or ""
+        if len(uri.encode("utf-8")) > URI_MAX_LENGTH:
+            raise ValueError(f"backend milvus: document {doc_id!r} has a uri longer than {URI_MAX_LENGTH} bytes")
+        return {"id": doc_id, "embedding": vec.tolist(), "uri": uri, "tags": _json_safe(row.get("tags") or {})}
+
+    def upsert(self, rows: Sequence[Dict[str, Any]]) -> None:
+        """Insert or replace by id; validated whole before anything is sent."""
+        entities = [self._entity(r) for r in rows]
+        for start in range(0, len(entities), self.write_batch):
+            self.client.upsert(self.collection, entities[start : start + self.write_batch], timeout=self.timeout)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        ids = [str(i) for i in ids]
+        for start in range(0, len(ids), self.write_batch):
+            self.client.delete(self.collection, ids=ids[start : start + self.write_batch], timeout=self.timeout)
+
+    def clear(self) -> None:
+        """Drop and recreate the collection (same width and index)."""
+        self.client.drop_collection(self.collection, timeout=self.timeout)
+        self._create()
+
+    # ---------------------------------------------------------------- reads
+    def exists(self, doc_id: str) -> bool:
+        return bool(self.client.get(self.collection, ids=[str(doc_id)], output_fields=["id"], timeout=self.timeout))
+
+    def count(self) -> int:
+        res = self.client.query(
+            self.collection, filter="", output_fields=["count(*)"], consistency_level=self.consistency_level, timeout=self.timeout
+        )
+        return int(res[0]["count(*)"]) if res else 0
+
+    def search(self, queries: np.ndarray, limit: int) -> List[List[Tuple[MilvusMatch, float]]]:
+        """Top-`limit` (match, cosine similarity) per query row, best first (ties by id)."""
+        queries = np.asarray(queries, dtype=np.float32)
+        if limit <= 0 or len(queries) == 0:
+            return [[] for _ in range(len(queries))]
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"backend milvus: queries of shape {tuple(queries.shape)}, the collection holds width {self.dim}")
+        result = self.client.search(
+            self.collection,
+            data=queries.tolist(),
+            limit=int(limit),
+            output_fields=["uri", "tags"],
+            search_params={"metric_type": "COSINE", "params": dict(self.search_params)},
+            consistency_level=self.consistency_level,
+            timeout=self.timeout,
+        )
+        out = []
+        for hits in result:
+            pairs = []
+            for hit in hits:
+                entity = hit.get("entity", {})
+                match = MilvusMatch(id=str(hit["id"]), uri=entity.get("uri") or None, tags=dict(entity.get("tags") or {}))
+                pairs.append((match, float(hit["distance"])))  # COSINE: the "distance" is the similarity
+            pairs.sort(key=lambda p: (-p[1], p[0].id))
+            out.append(pairs)
+        return out
+
+    def close(self) -> None:
+        """Close the connection (Milvus persists every acknowledged write itself)."""
+        client, self.client = getattr(self, "client", None), None
+        if client is None:
+            return
+        client.close()
+        if self.local:
+            # pymilvus leaves the Milvus Lite server running (and the file locked) until the process
+            # exits; stop it when the last store on the file closes, so another process may open it.
+            _lite_users[self.uri] -= 1
+            if _lite_users[self.uri] <= 0:
+                del _lite_users[self.uri]
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(self.uri)
+
+
+def _json_safe(value: Any) -> Any:
+    """Tags as plain JSON values (numpy scalars and arrays become numbers and lists)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
+
+
+__all__ = ["DEFAULTS", "MilvusMatch", "MilvusStore", "collection_dim", "connect", "milvus_options", "resolve_uri", "stored_dim"]
