@@ -6,14 +6,14 @@ similarity) best first, `count`, `clear`, `close`. Unlike them it keeps no
 state in the Executor's workspace, so every indexer process (replicas, or
 several Flows) can point at one collection.
 
-Where the data lives is `uri`:
+Where the data lives is `uri` (or `$MLCL_MILVUS_URI`, which replaces it when set):
 - a local file path ending in `.db` (the default, `<workspace>/milvus.db`):
   Milvus Lite, the Milvus engine embedded in the `milvus-lite` package,
   started by pymilvus in a child process of the indexer. One process at a
   time may open a file (Milvus Lite locks it): no replicas on a file.
 - `http://host:19530` / `https://...`: a Milvus standalone or distributed
-  cluster (or Zilliz Cloud), with `token` ("user:password" or an API key) and
-  `db_name` where the server needs them.
+  cluster (or Zilliz Cloud), with `token` ("user:password" or an API key;
+  or `$MLCL_MILVUS_TOKEN`) and `db_name` where the server needs them.
 
 Collection layout: `id` VARCHAR primary key, `embedding` FLOAT_VECTOR(dim),
 `uri` VARCHAR ("" for none: Milvus Lite has no nullable fields), `tags` JSON;
@@ -78,8 +78,13 @@ def milvus_options(options: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     return merged
 
 
+URI_ENV = "MLCL_MILVUS_URI"  # when set, replaces milvus.uri (one Flow file for every environment)
+TOKEN_ENV = "MLCL_MILVUS_TOKEN"  # the token when milvus.token is not set (keeps secrets out of YAML)
+
+
 def resolve_uri(uri: Optional[str], workdir: Optional[Path]) -> str:
-    """The URI pymilvus connects to: a server URL as given, a local file made absolute."""
+    """The URI pymilvus connects to: $MLCL_MILVUS_URI or `uri`; a server URL as given, a file made absolute."""
+    uri = os.environ.get(URI_ENV) or uri
     if uri is None:
         if workdir is None:
             raise ValueError("backend milvus: set milvus.uri (a .db file or a server URL), or give the indexer a workspace")
@@ -145,7 +150,7 @@ def stored_dim(workdir: Optional[Path], options: Optional[Dict[str, Any]]) -> Op
     uri = resolve_uri(opts["uri"], workdir)
     if not is_server_uri(uri) and not Path(uri).exists():
         return None  # no Milvus Lite file yet: nothing stored
-    client = connect(uri, opts["token"], opts["db_name"], float(opts["timeout"]))
+    client = connect(uri, opts["token"] or os.environ.get(TOKEN_ENV), opts["db_name"], float(opts["timeout"]))
     try:
         return collection_dim(client, str(opts["collection"]))
     finally:
@@ -178,7 +183,7 @@ class MilvusStore:
                 f"backend milvus: index_type {self.index_type!r} needs a Milvus server; Milvus Lite "
                 f"({self.uri}) builds only {LITE_INDEX_TYPES}"
             )
-        self.client = connect(self.uri, opts["token"], opts["db_name"], self.timeout)
+        self.client = connect(self.uri, opts["token"] or os.environ.get(TOKEN_ENV), opts["db_name"], self.timeout)
         if self.local:
             _lite_users[self.uri] = _lite_users.get(self.uri, 0) + 1
         try:
