@@ -24,7 +24,7 @@ def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, help="HTTP gateway port (default: the Flow YAML's, 54322)")
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the bundled shapes model)")
     parser.add_argument("--device", help="encoder device: auto, cpu, cuda, cuda:N (default: config.yml's)")
-    parser.add_argument("--backend", choices=("memory", "hnsw"), help="index backend (default: flows/indexer.yml's)")
+    parser.add_argument("--backend", choices=("memory", "hnsw", "milvus"), help="index backend (default: flows/indexer.yml's)")
     parser.add_argument("--verbose", action="store_true", help="show jina's own log and every warning")
 
 
