@@ -5,9 +5,10 @@ The store is written in chunks of `--chunk` documents, like the other stores;
 then the collection is flushed and searched once (Milvus builds the vector
 index on sealed segments, and Milvus Lite reports no index progress, so the
 flush and the first search are part of `build_s`, and reported apart as
-`flush_first_search_s`). Search settings: `nprobe` swept over `NPROBE` on an
-`IVF_FLAT` index of `NLIST` lists (Milvus Lite builds FLAT, IVF_FLAT and
-AUTOINDEX only; HNSW needs a Milvus server).
+`flush_first_search_s`). The index: FLAT (exact; the store's default on
+Milvus Lite), or with `MLCL_BENCH_MILVUS_INDEX=IVF_FLAT` an IVF_FLAT index of
+`NLIST` lists with `nprobe` swept over `NPROBE` (Milvus Lite builds FLAT,
+IVF_FLAT and AUTOINDEX only; HNSW needs a Milvus server).
 
 Milvus Lite runs in a child process: its memory is not in the worker's RSS,
 so `server_rss_mb` reports that process's resident memory after the build.
@@ -15,6 +16,7 @@ so `server_rss_mb` reports that process's resident memory after the build.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -24,6 +26,8 @@ import numpy as np
 NLIST = 1024
 NPROBE = (8, 32, 128)
 K = 10
+#: FLAT (exact, the store's default on Milvus Lite) or IVF_FLAT (Milvus Lite ignores its nprobe: see docs/performance.md)
+INDEX = os.environ.get("MLCL_BENCH_MILVUS_INDEX", "FLAT").upper()
 
 
 def _server_rss_mb(uri: str) -> Optional[float]:
@@ -49,8 +53,9 @@ def build(x: np.ndarray, ids: List[str], workdir: Path, chunk: int, budget_s: fl
         from mlcl_executor.milvus_store import MilvusStore
 
     n, dim = x.shape
-    store = MilvusStore(dim, workdir, index_type="IVF_FLAT", index_params={"nlist": NLIST})
-    res: Dict[str, Any] = {"index_type": "IVF_FLAT", "nlist": NLIST}
+    params = {"nlist": NLIST} if INDEX == "IVF_FLAT" else {}
+    store = MilvusStore(dim, workdir, index_type=INDEX, index_params=params)
+    res: Dict[str, Any] = {"index_type": INDEX, **params}
     t_start = time.perf_counter()
     chunk_times: List[float] = []
     indexed = 0
@@ -85,6 +90,9 @@ def build(x: np.ndarray, ids: List[str], workdir: Path, chunk: int, budget_s: fl
         res["build_s"] = elapsed
 
     configs = []
+    if INDEX != "IVF_FLAT":
+        configs.append({"setting": INDEX, "search": lambda b: [[int(m.id) for m, _ in row] for row in store.search(b, K)]})
+        return store, res, configs
     for nprobe in NPROBE:
         def search(b: np.ndarray, nprobe: int = nprobe) -> List[List[int]]:
             store.search_params = {"nprobe": nprobe}

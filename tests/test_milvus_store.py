@@ -127,7 +127,7 @@ def test_persistence_is_the_databases_a_killed_writer_loses_nothing_acknowledged
         import time, numpy as np
         from mlcl_executor.milvus_store import MilvusStore
         v = np.load({str(tmp_path / 'v.npy')!r})
-        s = MilvusStore({D}, {str(tmp_path / 'ws')!r}, index_type="IVF_FLAT", index_params={{"nlist": 4}})
+        s = MilvusStore({D}, {str(tmp_path / 'ws')!r})
         s.upsert([{{"id": f"g{{i}}", "embedding": v[i], "uri": None, "tags": {{"n": i}}}} for i in range(len(v))])
         s.delete(["g0"])
         print("acknowledged", s.count(), flush=True)
@@ -144,7 +144,7 @@ def test_persistence_is_the_databases_a_killed_writer_loses_nothing_acknowledged
     deadline = time.time() + 30
     while True:  # the engine notices its parent's lock is gone and exits
         try:
-            s = MilvusStore(D, tmp_path / "ws", index_type="IVF_FLAT", index_params={"nlist": 4})
+            s = MilvusStore(D, tmp_path / "ws")
             break
         except ConnectionError:
             if time.time() > deadline:
@@ -153,8 +153,7 @@ def test_persistence_is_the_databases_a_killed_writer_loses_nothing_acknowledged
     try:
         assert s.count() == len(vectors) - 1 and not s.exists("g0") and s.exists("g1")
         assert (tmp_path / "ws" / "milvus.db").exists()
-        # IVF_FLAT with nprobe = nlist visits every list: exact.
-        s.search_params = {"nprobe": 4}
+        assert s.index_type == "FLAT"  # the default on Milvus Lite: exact
         for q, hits in zip(qs, s.search(qs, 5)):
             order = np.argsort(-(vectors[1:] @ q), kind="stable")[:5]
             assert [m.id for m, _ in hits] == [f"g{i + 1}" for i in order]
