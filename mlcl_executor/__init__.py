@@ -1,8 +1,11 @@
 """Jina Executors serving MLCL: `MLCLEncoder`, `MLCLIndexer` and `MLCLMerger` (for sharded indexers).
 
 Submodules: `schemas` (the typed DocArray v2 wire contract), `image_source`
-(decoding + safety policy), `encoder`, `backends` (docarray document indexes
-behind one score convention), `indexer`, `serving` (Flow loading, clients).
+(decoding + safety policy), `encoder`, `standard_docs` (docarray's ImageDoc /
+TextDoc mapped to ours), `backends` (docarray document indexes behind one
+score convention), `milvus_store` (a Milvus collection), `indexer`, `serving`
+(Flow loading, clients), `resources` (where the Flow YAMLs are, checkout or
+installed), `demo` (the work of `mlcl demo`).
 
 Attributes are imported lazily, so `mlcl_executor.image_source` or
 `.schemas` do not pull in the model. The YAML files register the Executors
