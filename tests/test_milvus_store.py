@@ -202,3 +202,15 @@ def test_indexer_on_milvus_keeps_no_state_and_learns_the_width_from_the_database
 def test_indexer_on_milvus_refuses_shards(tmp_path):
     with pytest.raises(ValueError, match="run the indexer with replicas, not shards"):
         make_indexer(tmp_path, shards=2, milvus={"uri": str(tmp_path / "m.db")})
+
+
+def test_a_milvus_lite_file_is_refused_to_a_second_process_with_what_to_do(tmp_path):
+    held = MilvusStore(D, tmp_path)
+    try:
+        code = (f"from mlcl_executor.milvus_store import MilvusStore\ntry:\n    MilvusStore({D}, {str(tmp_path)!r})\n"
+                "except ConnectionError as exc:\n    print(exc)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              env=subprocess_env(), cwd=str(REPO_ROOT))
+        assert "cannot open" in done.stdout and "run a Milvus server and set milvus.uri" in done.stdout, done.stderr[-2000:]
+    finally:
+        held.close()
