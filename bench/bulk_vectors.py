@@ -78,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             res["dim"] = dim
             res["load_average_before"] = load_average()
             t0 = time.perf_counter()
-            cmd = [sys.executable, "-m", "mlcl.cli", "index", "--vectors", str(folder / "vectors.npy"), "--ids",
+            cmd = [sys.executable, "-m", "mlcl_cli", "index", "--vectors", str(folder / "vectors.npy"), "--ids",
                    str(folder / "ids.txt"), "--checkpoint", str(ckpt), "--port", str(grpc), "--no-progress",
                    "--batch-size", str(args.batch_size)]
             env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

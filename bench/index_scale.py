@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import RESULTS_DIR, Timer, machine_info, machine_line, markdown_table, percentiles, progress, rss_bytes, write_results  # noqa: E402
 
-BACKENDS = ("numpy", "torch", "hnswlib", "store-memory", "store-hnsw")
+BACKENDS = ("numpy", "torch", "hnswlib", "store-memory", "store-hnsw", "store-milvus")  # store-milvus: bench/milvus_backend.py
 LATENT_DIM = 16
 NOISE = 0.3  # per-coordinate noise std; the latent part has unit variance per coordinate (~8% of the energy is noise)
 K = 10
@@ -275,6 +275,12 @@ def run_worker(args: argparse.Namespace) -> Dict[str, Any]:
                         return [[int(m.id) for m, _ in row] for row in store.search(b, K, ef=ef)]
 
                     configs.append({"setting": f"ef={ef}", "ef": ef, "search": search})
+        elif backend == "store-milvus":
+            from bench.milvus_backend import build
+
+            store, measured, configs = build(x, ids, Path(tmp.name) / "ws", args.chunk, args.budget_s, progress)
+            res.update(measured)
+            truth = exact_topk(x[: res["indexed"]], q)
         else:
             raise ValueError(f"unknown backend {backend!r}")
 

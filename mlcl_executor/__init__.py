@@ -1,8 +1,11 @@
 """Jina Executors serving MLCL: `MLCLEncoder`, `MLCLIndexer` and `MLCLMerger` (for sharded indexers).
 
 Submodules: `schemas` (the typed DocArray v2 wire contract), `image_source`
-(decoding + safety policy), `encoder`, `stores` (the vector stores behind
-one contract), `indexer`, `merger`, `serving` (Flow loading, clients).
+(decoding + safety policy), `encoder`, `standard_docs` (docarray's ImageDoc /
+TextDoc mapped to ours), `stores` (the vector stores behind one contract,
+Milvus among them), `indexer`, `merger`, `serving` (Flow loading, clients),
+`resources` (where the Flow YAMLs are, checkout or installed), `demo` (the
+work of `mlcl demo`).
 
 Attributes are imported lazily, so `mlcl_executor.image_source` or
 `.schemas` do not pull in the model. The YAML files register the Executors

@@ -36,7 +36,10 @@ from .launcher import model_process
 from .levels import encode_with_levels, param_flag
 from .schemas import GalleryDoc, LevelDoc, QueryDoc, VectorsDoc
 from .thumbnails import THUMBNAIL_TAG, make_thumbnail
+from .standard_docs import DOCARRAY_ENDPOINTS, ImageDoc, ImageTextDoc, TextDoc, to_query
 from .vectors import MODEL_TAG, checkpoint_id
+
+DOCUMENTS = ("mlcl", "docarray")
 
 Doc = Union[GalleryDoc, QueryDoc]
 
@@ -77,6 +80,13 @@ class MLCLEncoder(Executor):
     `inference_weighting` (`train` | `released`), and the image-source policy
     `image_roots`, `allow_urls`, `max_image_bytes`, `max_image_pixels`, `url_timeout`;
     gallery thumbnails `thumbnail_size` (px a side, 0: none) and `thumbnail_max_bytes`.
+
+    `documents`: `mlcl` (default) serves our schemas (`GalleryDoc`, `QueryDoc`)
+    on `/index`, `/update`, `/search`, `/encode`; `docarray` serves docarray's
+    standard documents instead, and only on `/index` (ImageDoc) and `/search`
+    (ImageTextDoc), so that the Executor drops into a Flow built on them (see
+    `standard_docs.py` for the mapping); `uses_requests` remaps endpoints to
+    `encode_image_docs`, `encode_text_docs` or `encode_query_docs`.
     """
 
     def __init__(
@@ -94,9 +104,15 @@ class MLCLEncoder(Executor):
         torch_threads: Optional[int] = None,
         thumbnail_size: int = 128,
         thumbnail_max_bytes: int = 32768,
+        documents: str = "mlcl",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if documents not in DOCUMENTS:
+            raise ValueError(f"MLCLEncoder: documents must be one of {DOCUMENTS}, got {documents!r}")
+        self.documents = documents
+        if documents == "docarray":
+            self._serve_standard_documents(kwargs.get("requests") or {})
         path = Path(os.path.expanduser(checkpoint)) if checkpoint else DEFAULT_CHECKPOINT
         if not path.is_file():
             hint = " (the bundled default model is missing from this install)" if not checkpoint else ""
@@ -181,6 +197,42 @@ class MLCLEncoder(Executor):
         if kind not in ("query", "gallery"):
             raise RequestError(f"parameter 'as' must be 'query' or 'gallery', got {kind!r}")
         self._encode(docs, as_query=kind == "query")
+        return docs
+
+    # ------------------------------------------- docarray's standard documents
+    # Not decorated: bound to endpoints by `documents: docarray` (or `uses_requests`); Jina reads
+    # each method's request/response schema from these annotations.
+    def encode_image_docs(self, docs: DocList[ImageDoc], **kwargs: Any) -> DocList[ImageDoc]:
+        """ImageDoc -> the same ImageDoc with `embedding` (the gallery vector; also the image-only query vector)."""
+        return self._encode_standard(docs, as_query=False)
+
+    def encode_text_docs(self, docs: DocList[TextDoc], **kwargs: Any) -> DocList[TextDoc]:
+        """TextDoc -> the same TextDoc with `embedding` (the text-only query vector)."""
+        return self._encode_standard(docs, as_query=True)
+
+    def encode_query_docs(self, docs: DocList[ImageTextDoc], **kwargs: Any) -> DocList[ImageTextDoc]:
+        """ImageTextDoc -> the same doc with `embedding` (composed, image-only or text-only query vector)."""
+        return self._encode_standard(docs, as_query=True)
+
+    def _serve_standard_documents(self, user_requests: Dict[str, str]) -> None:
+        """Expose only the docarray endpoints: a Flow checks that every endpoint of an Executor
+        exists on the next one with the same schema, so our own must not be left showing.
+        Endpoints the user bound with `uses_requests` are kept as bound."""
+        from jina.serve.executors import __dry_run_endpoint__
+
+        for endpoint in list(self.requests):
+            if endpoint != __dry_run_endpoint__ and endpoint not in user_requests:
+                del self.requests[endpoint]
+        # Jina's own binding of `requests:`/`uses_requests` (schemas from the annotations).
+        self._add_requests({e: fn for e, fn in DOCARRAY_ENDPOINTS.items() if e not in user_requests})
+
+    def _encode_standard(self, docs: Any, as_query: bool) -> Any:
+        internal = [to_query(doc) for doc in docs]
+        self._encode(internal, as_query=as_query)
+        for i, (doc, mine) in enumerate(zip(docs, internal)):
+            doc.embedding = mine.embedding
+            if mine.error:  # standard documents have no error field: say it in the log
+                self.logger.warning(f"MLCLEncoder: not encoded: {mine.error}")
         return docs
 
     # -------------------------------------------------------------- helpers

@@ -93,14 +93,20 @@ def _param_limit(parameters: Dict[str, Any], default: int, maximum: int) -> int:
 class MLCLIndexer(Executor):
     """Gallery store and search (`stores/`: an exact matrix store or an hnswlib graph).
 
-    `with:` parameters: `backend` (`memory`, exact, the default; or `hnsw`),
-    `dim` (vector width; None: learnt from the first `/index` and kept in the
-    workspace), `default_limit`, `max_limit`, `hnsw` (options: ef, M,
-    ef_construction, max_elements, num_threads), `persistence` (fsync,
-    compact_ratio, compact_min_bytes: see `stores/logged.py`). The index lives in
-    the Executor's workspace (per shard) and survives restarts and crashes:
-    each write is appended to a log (flushed, fsync'ed) before it is
+    `with:` parameters: `backend` (`memory`, exact, the default; `hnsw`; or
+    `milvus`), `dim` (vector width; None: learnt from the first `/index` and
+    kept in the workspace), `default_limit`, `max_limit`, `hnsw` (options: ef,
+    M, ef_construction, max_elements, num_threads), `persistence` (fsync,
+    compact_ratio, compact_min_bytes: see `stores/logged.py`), `milvus` (uri,
+    token, db_name, collection, index_type, index_params, search_params,
+    consistency_level: see `stores/milvus.py`). The memory and hnsw indexes
+    live in the Executor's workspace (per shard) and survive restarts and
+    crashes: each write is appended to a log (flushed, fsync'ed) before it is
     acknowledged; snapshots are written at compaction and on close.
+
+    With `backend: milvus` the database holds everything (vectors, width,
+    persistence) and the indexer holds nothing: run it with `replicas`, not
+    `shards` (Milvus shards and replicates the collection itself).
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class MLCLIndexer(Executor):
         max_limit: int = 1000,
         hnsw: Optional[Dict[str, Any]] = None,
         persistence: Optional[Dict[str, Any]] = None,
+        milvus: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,11 +128,23 @@ class MLCLIndexer(Executor):
         self.max_limit = int(max_limit)
         self.hnsw_options = dict(hnsw or {})
         self.persistence = dict(persistence or {})
+        self.milvus_options = dict(milvus or {})
         self.shard_id = int(getattr(self.runtime_args, "shard_id", 0) or 0)
         self.shards = int(getattr(self.runtime_args, "shards", 1) or 1)
         self.workdir: Optional[Path] = Path(self.workspace) if self.workspace else None
         self._store_lock = threading.Lock()  # Jina serialises requests by default; this keeps it true if that changes
         self.store: Optional[VectorStore] = None
+        if backend == "milvus":
+            if self.shards > 1:
+                raise ValueError(
+                    "MLCLIndexer: backend milvus keeps one collection for the whole index; run the indexer with "
+                    f"replicas, not shards (got shards: {self.shards})"
+                )
+            from .stores.milvus import milvus_options, stored_dim
+
+            milvus_options(self.milvus_options)  # unknown keys fail now, not at the first /index
+            if dim is None:
+                dim = stored_dim(self.workdir, self.milvus_options)
         meta = self._read_meta()
         if meta:
             if meta["backend"] != backend:
@@ -149,11 +168,16 @@ class MLCLIndexer(Executor):
 
     # ------------------------------------------------------------- storage
     def _read_meta(self) -> Optional[Dict[str, Any]]:
+        if self.backend == "milvus":
+            return None  # the database knows the width; the workspace holds nothing
         if self.workdir and (self.workdir / META_FILE).is_file():
             return json.loads((self.workdir / META_FILE).read_text())
         return None
 
     def _open_store(self, dim: int) -> None:
+        if self.backend == "milvus":
+            self.store = create_store(self.backend, dim, self.workdir, milvus=self.milvus_options)
+            return
         if self.workdir:
             self.workdir.mkdir(parents=True, exist_ok=True)
             (self.workdir / META_FILE).write_text(json.dumps({"backend": self.backend, "dim": dim, "format": 1}))

@@ -1,9 +1,10 @@
-"""What the Executor YAML files name in `py_modules` (by file path).
+"""What the Executor YAML files name in `py_modules` (`mlcl_executor.jina_register`, a module name).
 
-Jina imports a `py_modules` entry by path when it can find it as a file, so
-this shim works whether or not the project is pip-installed: it imports the
-`mlcl_executor` package (registering MLCLEncoder, MLCLIndexer and MLCLMerger
-with Jina), putting the repository root on sys.path when it is not installed.
+Jina imports a `py_modules` entry by module name when it is not a file, so the
+same YAML works from the repository and from the copy inside an installed
+package (`resources.py`). Importing this module registers MLCLEncoder,
+MLCLIndexer and MLCLMerger with Jina. (Loaded by file path from a checkout
+that is not installed, it puts the repository root on sys.path first.)
 """
 
 import sys

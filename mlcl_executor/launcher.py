@@ -102,7 +102,7 @@ def check_workspace(workspace: Path, backend: Optional[str]) -> List[str]:
         except (OSError, ValueError, KeyError):
             problems.append(f"workspace {meta.parent} has an unreadable {meta.name}")
             continue
-        if backend and stored != backend:
+        if backend and backend != "milvus" and stored != backend:  # milvus keeps nothing in the workspace
             problems.append(
                 f"workspace {meta.parent} holds a {stored!r} index but --backend {backend} was asked for "
                 f"(use another --workspace, or the {stored!r} backend)"

@@ -17,9 +17,26 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import yaml
 
+from .resources import flow_names, flow_path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FLOW = REPO_ROOT / "flows" / "flow.yml"
-SHARDED_FLOW = REPO_ROOT / "flows" / "flow.sharded.yml"
+# The checkout's flows/ when run from the repository, else the installed package's copy (resources.py).
+DEFAULT_FLOW = flow_path("flow")
+SHARDED_FLOW = flow_path("sharded")
+
+
+def resolve_flow(value: "str | os.PathLike | None") -> Path:
+    """`--flow`: a Flow YAML file, or the short name of one that ships with mlcl (`sharded`, `milvus`, ...)."""
+    if value is None:
+        return DEFAULT_FLOW
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    if path.parent == Path(".") or str(path.parent) == "flows":  # `sharded`, `flow.sharded.yml`, `flows/flow.sharded.yml`
+        shipped = flow_path(path.name)
+        if shipped.is_file():
+            return shipped
+    raise FileNotFoundError(f"Flow YAML {value} does not exist (shipped with mlcl: {', '.join(flow_names())})")
 DEFAULT_GRPC_PORT = 54321
 DEFAULT_HTTP_PORT = 54322
 
@@ -64,8 +81,10 @@ def flow_config(
     gateway = config.get("gateway")
     if isinstance(gateway, dict) and gateway.get("py_modules"):
         # jina resolves py_modules against the YAML's folder only when it reads the file itself
+        # (entries that are module names, such as mlcl_executor.flow_gateway, are imported by name)
         gateway["py_modules"] = [
-            m if os.path.isabs(m) else str((path.parent / m).resolve()) for m in gateway["py_modules"]
+            str((path.parent / m).resolve()) if m.endswith(".py") and not os.path.isabs(m) else m
+            for m in gateway["py_modules"]
         ]
     for executor in config.get("executors", []):
         for key in ("uses", "uses_after", "uses_before"):
@@ -195,6 +214,7 @@ def batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 
 __all__ = [
+    "resolve_flow",
     "DEFAULT_FLOW", "DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "NoFlowError", "SHARDED_FLOW", "batched", "build_flow", "check_flow",
     "curl_command", "flow_config", "flow_ports", "free_port", "grpc_client", "http_error", "http_post",
     "image_files", "quiet_jina",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "output" / "shapes"
-MLCL = [sys.executable, "-m", "mlcl.cli"]
+MLCL = [sys.executable, "-m", "mlcl_cli"]
 
 STAGE2 = ["mlcl", "clip4cir", "mlcl_no_sscl", "mlcl_no_mid"]
 # (row label, checkpoint, extra eval args)

@@ -35,6 +35,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # by an earlier build can never hide a missing build dependency (as it once did in CI).
   "$venv/bin/python" -m pip install -q "setuptools<81" wheel "numpy<2" "pybind11>=2.10" >&2
   "$venv/bin/python" -m pip install -q --no-cache-dir --no-build-isolation --no-binary hnswlib "hnswlib>=0.8" >&2
-  "$venv/bin/python" -m pip install -q --no-build-isolation -e "$root[train,test]" >&2
+  "$venv/bin/python" -m pip install -q --no-build-isolation -e "$root[train,test,milvus]" >&2
   echo "$want" > "$stamp"
 fi

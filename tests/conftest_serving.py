@@ -110,7 +110,7 @@ def server_error(exc: BaseException) -> str:
 
 
 def subprocess_env() -> Dict[str, str]:
-    """Environment for `python -m mlcl.cli ...` children: repo importable, Jina quiet."""
+    """Environment for `python -m mlcl_cli ...` children: repo importable, Jina quiet."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYTHONUNBUFFERED"] = "1"

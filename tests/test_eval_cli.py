@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 import mlcl.model
-from mlcl.cli import main
-from mlcl.commands.eval import config_defaults
+from mlcl_cli import main
+from mlcl_cli.commands.eval import config_defaults
 from test_eval_fakes import FakeModel, write_cirr_fixture, write_shoes_fixture
 
 

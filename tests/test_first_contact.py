@@ -27,7 +27,7 @@ from conftest_serving import png_bytes, server_error
 from mlcl_executor.serving import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-MLCL = [sys.executable, "-m", "mlcl.cli"]
+MLCL = [sys.executable, "-m", "mlcl_cli"]
 START_TIMEOUT = 240  # s: a loaded 2-core CI box loads torch slowly; a healthy idle start is ~10 s
 
 pytestmark = pytest.mark.timeout(600)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest_serving import tiny_checkpoint
-from mlcl.cli import main
+from mlcl_cli import main
 
 
 @pytest.mark.timeout(240)

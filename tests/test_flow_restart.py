@@ -21,11 +21,11 @@ COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), 
 
 
 class Server:
-    """`python -m mlcl.cli serve ...` as a child process, its output in a log file."""
+    """`python -m mlcl_cli serve ...` as a child process, its output in a log file."""
 
     def __init__(self, args: list[str], log: Path):
         self.log = log
-        self.proc = subprocess.Popen([PYTHON, "-m", "mlcl.cli", "serve", *args], cwd=REPO_ROOT, env=subprocess_env(),
+        self.proc = subprocess.Popen([PYTHON, "-m", "mlcl_cli", "serve", *args], cwd=REPO_ROOT, env=subprocess_env(),
                                      stdout=log.open("w"), stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -54,7 +54,7 @@ class Server:
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "mlcl.cli", *args], cwd=REPO_ROOT, env=subprocess_env(),
+    return subprocess.run([PYTHON, "-m", "mlcl_cli", *args], cwd=REPO_ROOT, env=subprocess_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -120,9 +120,9 @@ def test_cli_reports_missing_inputs(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_the_core_package_and_cli_modules_do_not_import_jina():
-    code = ("import sys, mlcl, mlcl.model, mlcl.cli, mlcl.commands.serve, mlcl.commands.index, "
-            "mlcl.commands.search, mlcl.commands.demo; mlcl.cli.build_parser(); "
+def test_the_cli_modules_do_not_import_jina():
+    code = ("import sys, mlcl, mlcl.model, mlcl_cli.cli, mlcl_cli.commands.serve, mlcl_cli.commands.index, "
+            "mlcl_cli.commands.search, mlcl_cli.commands.demo; mlcl_cli.cli.build_parser(); "
             "assert 'jina' not in sys.modules and 'mlcl_executor.encoder' not in sys.modules, sorted(sys.modules)")
     done = subprocess.run([PYTHON, "-c", code], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=50)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlcl.cli import main
+from mlcl_cli import main
 from mlcl.data.shapes import ShapesDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +46,6 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
 
 def test_cli_module_imports_stay_light():
     # `mlcl --help` imports every command module: this one must not pull in Pillow/numpy.
-    code = "import sys, mlcl.commands.data; print(sorted({'PIL', 'numpy'} & set(sys.modules)))"
+    code = "import sys, mlcl_cli.commands.data; print(sorted({'PIL', 'numpy'} & set(sys.modules)))"
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"

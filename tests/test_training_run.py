@@ -238,7 +238,7 @@ def test_cpu_runner_fixes(env, stage1):
 
 
 def test_cli_train(env, stage1, capsys):
-    from mlcl.cli import main
+    from mlcl_cli import main
 
     out = env["base"] / "cli"
     argv = ["train", "--config", "shapes/stage1", "--output", str(out), "--max-epochs", "1", "--no-progress",

@@ -124,7 +124,7 @@ def serve(tmp: Path) -> tuple[subprocess.Popen, str, int, Path]:
     log = tmp / "serve.log"
     env = subprocess_env()
     env.pop("JINA_LOG_LEVEL", None)  # as a user runs it (the test harness quiets jina its own way)
-    proc = subprocess.Popen([sys.executable, "-m", "mlcl.cli", "serve", "--grpc-port", str(grpc), "--http-port", str(http),
+    proc = subprocess.Popen([sys.executable, "-m", "mlcl_cli", "serve", "--grpc-port", str(grpc), "--http-port", str(http),
                              "--workspace", str(tmp / "workspace"), "--device", "cpu"],
                             cwd=tmp, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     started = time.monotonic()

@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
-BACKENDS = ("memory", "hnsw")
+BACKENDS = ("memory", "hnsw", "milvus")  # milvus: milvus.py (the `milvus` extra)
 PERSISTENCE_KEYS = ("fsync", "compact_ratio", "compact_min_bytes")
 
 
@@ -196,11 +196,13 @@ def create_store(
     workdir: Optional[Path],
     hnsw: Optional[Dict[str, Any]] = None,
     persistence: Optional[Dict[str, Any]] = None,
+    milvus: Optional[Dict[str, Any]] = None,
 ) -> VectorStore:
     """A store of `backend` (see BACKENDS) for vectors of width `dim`, persisted in `workdir` (None: memory only).
 
     `hnsw`: options of the hnsw store (see `HnswStore`). `persistence`: `fsync`
     (default true), `compact_ratio` (1.0), `compact_min_bytes` (16 MiB).
+    `milvus`: options of the Milvus store (see `milvus.py`).
     """
     persistence = dict(persistence or {})
     unknown = set(persistence) - set(PERSISTENCE_KEYS)
@@ -214,6 +216,10 @@ def create_store(
         from .hnsw import HnswStore
 
         return HnswStore(dim, workdir, options=hnsw, **persistence)
+    if backend == "milvus":  # Milvus owns persistence: `persistence` does not apply
+        from .milvus import MilvusStore
+
+        return MilvusStore(dim, workdir, **(milvus or {}))
     raise ValueError(f"unknown index backend {backend!r}; choose one of {BACKENDS}")
 
 

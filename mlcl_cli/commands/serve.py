@@ -24,7 +24,7 @@ def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, help="HTTP gateway port (default: the Flow YAML's, 54322)")
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the bundled shapes model)")
     parser.add_argument("--device", help="encoder device: auto, cpu, cuda, cuda:N (default: config.yml's)")
-    parser.add_argument("--backend", choices=("memory", "hnsw"), help="index backend (default: flows/indexer.yml's)")
+    parser.add_argument("--backend", choices=("memory", "hnsw", "milvus"), help="index backend (default: flows/indexer.yml's)")
     parser.add_argument("--verbose", action="store_true", help="show jina's own log and every warning")
 
 
@@ -43,7 +43,8 @@ def flow_overrides(args: argparse.Namespace) -> dict:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--flow", type=Path, help="Flow YAML (default: flows/flow.yml; flows/flow.sharded.yml for shards)")
+    parser.add_argument("--flow", type=Path,
+                        help="Flow YAML, or the name of one shipped with mlcl: flow (default), sharded, milvus")
     add_flow_arguments(parser)
     parser.add_argument("--workspace", type=Path, default=Path("workspace"),
                         help="where the index is kept (default: ./workspace)")
@@ -62,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
     launcher.keep_model_out()  # this process, the gateway and the indexer never run the model
 
     from mlcl.paths import DEFAULT_CHECKPOINT
-    from mlcl_executor.serving import DEFAULT_FLOW, flow_config, flow_ports
+    from mlcl_executor.serving import flow_config, flow_ports, resolve_flow
 
-    flow_file = args.flow or DEFAULT_FLOW
-    if not Path(flow_file).is_file():
-        print(f"mlcl serve: Flow YAML {flow_file} does not exist", file=sys.stderr)
+    try:
+        flow_file = resolve_flow(args.flow)
+    except FileNotFoundError as exc:
+        print(f"mlcl serve: {exc}", file=sys.stderr)
         return 2
     kwargs = dict(flow_file=flow_file, grpc_port=args.grpc_port, http_port=args.http_port,
                   workspace=args.workspace, quiet_errors=not args.verbose, **flow_overrides(args))

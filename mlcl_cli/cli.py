@@ -1,8 +1,13 @@
-"""The `mlcl` console script.
+"""The `mlcl` console script: the one place that wires the packages together.
 
-Each subcommand lives in its own module under `mlcl.commands` and exposes
-`register(subparsers)`; modules are imported lazily so `mlcl --help` stays
-fast and a subcommand's heavy dependencies (jina, LAVIS) load only when used.
+`mlcl_cli` sits above the three packages and imports downward only: the model
+core `mlcl` (data, eval, info), the serving package `mlcl_executor` (serve,
+index, search, demo) and the training package `training` (train); none of them
+imports `mlcl_cli`, and `mlcl` imports neither of the other two
+(tests/test_layering.py). Each subcommand lives in its own module under
+`mlcl_cli.commands`, parses its arguments and calls into those packages; it
+exposes `register(parser)`. Heavy dependencies (torch, jina, LAVIS) load only
+inside the command that runs, so `mlcl --help` stays fast.
 """
 
 from __future__ import annotations
@@ -14,14 +19,14 @@ from typing import Sequence
 
 # (subcommand, module, one-line help). Order is the order `mlcl --help` shows.
 COMMANDS: list[tuple[str, str, str]] = [
-    ("data", "mlcl.commands.data", "generate or inspect data sets (shapes benchmark)"),
-    ("train", "mlcl.commands.train", "train a model from a LAVIS-style YAML config"),
-    ("eval", "mlcl.commands.eval", "evaluate a checkpoint with a benchmark's official protocol"),
-    ("serve", "mlcl.commands.serve", "start the encoder+indexer Flow (gRPC and HTTP)"),
-    ("index", "mlcl.commands.index", "index a folder of gallery images into a running Flow"),
-    ("search", "mlcl.commands.search", "run a composed (image + text) query against a running Flow"),
-    ("demo", "mlcl.commands.demo", "end-to-end demo on the bundled default model"),
-    ("info", "mlcl.commands.info", "describe a checkpoint (backbone, method, sizes, versions)"),
+    ("data", "mlcl_cli.commands.data", "generate or inspect data sets (shapes benchmark)"),
+    ("train", "mlcl_cli.commands.train", "train a model from a LAVIS-style YAML config"),
+    ("eval", "mlcl_cli.commands.eval", "evaluate a checkpoint with a benchmark's official protocol"),
+    ("serve", "mlcl_cli.commands.serve", "start the encoder+indexer Flow (gRPC and HTTP)"),
+    ("index", "mlcl_cli.commands.index", "index a folder of gallery images into a running Flow"),
+    ("search", "mlcl_cli.commands.search", "run a composed (image + text) query against a running Flow"),
+    ("demo", "mlcl_cli.commands.demo", "end-to-end demo on the bundled default model"),
+    ("info", "mlcl_cli.commands.info", "describe a checkpoint (backbone, method, sizes, versions)"),
 ]
 
 
