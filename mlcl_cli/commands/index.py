@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlcl_executor.schemas import GalleryDoc, StatsDoc
-    from mlcl_executor.serving import NoFlowError, batched, check_flow, grpc_client
+    from mlcl_executor.serving import batched
 
     try:
         items = collect(args.paths, recursive=not args.no_recursive)
@@ -76,12 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         print("mlcl index: no images found", file=sys.stderr)
         return 2
-    try:
-        check_flow(args.host, args.port)
-    except NoFlowError as exc:
-        print(f"mlcl index: {exc}", file=sys.stderr)
+    client = _connect(args)
+    if client is None:
         return 1
-    client = grpc_client(args.host, args.port)
     print(f"mlcl index: {len(items)} images; ids are paths relative to the folder given (e.g. {items[0][0]!r})")
     errors: list[str] = []
     try:
@@ -103,6 +100,18 @@ def run(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _connect(args: argparse.Namespace):  # noqa: ANN202 - a jina Client, or None
+    """A gRPC client of the Flow at --host/--port; None (after one line on stderr) when none answers."""
+    from mlcl_executor.serving import NoFlowError, check_flow, grpc_client
+
+    try:
+        check_flow(args.host, args.port)
+    except NoFlowError as exc:
+        print(f"mlcl index: {exc}", file=sys.stderr)
+        return None
+    return grpc_client(args.host, args.port)
+
+
 def run_vectors(args: argparse.Namespace) -> int:
     """`--vectors FILE.npy --ids FILE.txt`: precomputed gallery vectors, tagged with the model id."""
     import time
@@ -113,7 +122,6 @@ def run_vectors(args: argparse.Namespace) -> int:
 
     from mlcl.paths import DEFAULT_CHECKPOINT
     from mlcl_executor.schemas import GalleryDoc, StatsDoc, VectorsDoc
-    from mlcl_executor.serving import NoFlowError, check_flow, grpc_client
     from mlcl_executor.vectors import checkpoint_id, load_vector_files
 
     if args.vectors is None or args.ids is None or args.paths:
@@ -125,12 +133,9 @@ def run_vectors(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"mlcl index: {exc}", file=sys.stderr)
         return 2
-    try:
-        check_flow(args.host, args.port)
-    except NoFlowError as exc:
-        print(f"mlcl index: {exc}", file=sys.stderr)
+    client = _connect(args)
+    if client is None:
         return 1
-    client = grpc_client(args.host, args.port)
     size = max(1, args.batch_size or 4096)
     errors: list[str] = []
     sent = stored = 0
