@@ -124,3 +124,37 @@ def test_real_model_api_end_to_end(tmp_path):
     assert set(res.metrics) == {"R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "headline"}
     assert all(1 <= r <= 7 for r in out.ranks.tolist())  # 8 images minus the reference
     assert res.metrics["R@10"] == 100.0 and res.metrics["Rsubset@3"] >= 0.0
+
+
+def test_duplicate_gallery_names_keep_features_in_step(tmp_path):
+    # Defect 3: gallery ['a','b','a','c'] used to give 'c' the features of another image.
+    from mlcl.eval.evaluate import run_task
+    from mlcl.eval.protocols import RetrievalTask
+    from test_eval_fakes import write_image
+
+    ids = {"a": 1, "b": 2, "c": 3, "r": 9}
+    for n, i in ids.items():
+        write_image(tmp_path / f"{n}.png", i)
+    task = RetrievalTask(
+        name="dup", gallery=["a", "b", "a", "c"], image_path=lambda n: tmp_path / f"{n}.png",
+        query_ids=["q0", "q1"], references=["r", "r"], captions=["3", "2"],
+        positives=[["c"], ["b"]], exclude=[["r"], ["r"]])
+    assert task.gallery == ["a", "b", "c"] and task.extra["duplicate_gallery_names"] == 1
+    out = run_task(FakeModel(), task, **{k: v for k, v in KW.items() if k != "progress"}, progress=False)
+    assert out.ranks.tolist() == [1, 1]  # caption "3" points at c's own features
+
+
+def test_shapes_breakdown_per_kind_and_object_count(tmp_path):
+    ds = FakeShapes(tmp_path)
+    kinds = ["add", "colour", "add"]
+    for t, k, n in zip(ds.triplets, kinds, (1, 2, 1)):
+        t["kind"], t["reference_scene"] = k, [{}] * n
+    res = evaluate(FakeModel(), "shapes", ds=ds, **KW)
+    # ranks 1, 2, 4 (see FakeShapes): add -> queries 0 and 2, colour -> query 1
+    assert res.breakdown["kind"]["add"]["queries"] == 2
+    assert res.breakdown["kind"]["add"]["R@1"] == 50.0 and res.breakdown["kind"]["add"]["R@5"] == 100.0
+    assert res.breakdown["kind"]["colour"]["R@1"] == 0.0 and res.breakdown["kind"]["colour"]["R@5"] == 100.0
+    assert list(res.breakdown["objects"]) == ["1", "2"]
+    obj = json.loads(metrics_json(res.metrics, breakdown=res.breakdown))
+    assert obj["breakdown"]["kind"]["add"]["queries"] == 2 and obj["R@1"] == pytest.approx(res.metrics["R@1"], abs=1e-3)
+    assert "by modification kind" in format_table(res)

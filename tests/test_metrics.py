@@ -131,3 +131,28 @@ def test_chunked_top_k_stable_ties_exclusion_and_subset():
     # only the subset {1, 3} (query 0), {0, 1} (query 1), query 1's 1 excluded
     top = M.chunked_top_k(queries, gallery, 3, M.pad_indices([[0], [1]]), M.pad_indices([[1, 3], [0, 1]]))
     assert top.tolist() == [[3, 1, -1], [0, -1, -1]]
+
+
+def test_nan_query_is_a_miss_not_a_hit():
+    # Defect 2: a NaN query vector made every comparison false -> rank 1 (a hit).
+    scores = torch.tensor([[float("nan")] * 4, [0.9, 0.1, 0.5, 0.2]])
+    positives = torch.tensor([[True, False, False, False], [True, False, False, False]])
+    ranks = M.first_positive_ranks(scores, positives)
+    assert ranks.tolist()[1] == 1
+    assert ranks.tolist()[0] > 1  # never a hit at rank 1
+    assert M.recall_from_ranks(ranks, (1,))["R@1"] == 50.0
+
+
+def test_nan_gallery_score_ranks_above_the_positive():
+    # A NaN gallery score (a broken gallery vector) must not be silently skipped: it counts as ahead.
+    scores = torch.tensor([[0.9, float("nan"), 0.1]])
+    positives = torch.tensor([[True, False, False]])
+    assert M.first_positive_ranks(scores, positives).tolist() == [2]
+    # ...and a NaN positive score is no hit, whatever the others score
+    scores = torch.tensor([[float("nan"), 0.1, 0.2]])
+    assert M.first_positive_ranks(scores, positives).tolist() == [3]
+    # through the chunked path too
+    q = torch.tensor([[float("nan"), 0.0]])
+    g = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    ranks, _ = M.chunked_ranks(q, g, M.pad_indices([[0]]))
+    assert ranks.tolist() != [1]

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from mlcl.data.images import ImageFiles
 from mlcl.eval import metrics
-from mlcl.eval.protocols import PROTOCOLS, RetrievalTask, build_tasks, load_dataset, summarize
+from mlcl.eval.protocols import PROTOCOLS, RetrievalTask, breakdown, build_tasks, load_dataset, summarize
 
 
 class EncoderLike(Protocol):
@@ -48,6 +48,8 @@ class EvalResult:
     tasks: list[dict[str, Any]] = field(default_factory=list)  # name, queries, gallery, exclude_reference
     outputs: list[TaskOutput] = field(default_factory=list)
     submission: tuple[Path, Path] | None = None
+    # Error analysis: {grouping: {group: {"queries": n, "R@k": %}}} (shapes: "kind", "objects")
+    breakdown: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def model_device(model: Any) -> torch.device:
@@ -125,7 +127,9 @@ def run_task(
     paths = [task.image_path(n) for n in names]
     feats = encode_image_features(model, paths, batch_size, num_workers, progress, desc=f"{task.name} images")
     row = {n: i for i, n in enumerate(names)}
-    gallery = model.gallery_vectors(feats[: len(task.gallery)]).float()
+    # Rows by name, not position: image_names() de-duplicates, so positions need not match the gallery list.
+    gallery_rows = torch.tensor([row[n] for n in task.gallery], device=feats.device)
+    gallery = model.gallery_vectors(feats[gallery_rows]).float()
     f_txt = encode_text_features(model, task.captions, batch_size, progress)
     ref_rows = torch.tensor([row[r] for r in task.references], device=feats.device)
     queries = torch.cat(
@@ -206,6 +210,7 @@ def evaluate(
             for o in outputs
         ],
         outputs=outputs,
+        breakdown=breakdown(tasks, {o.task.name: o.ranks for o in outputs}, spec.ks) if labeled else {},
     )
     if submission_dir is not None:
         from mlcl.eval.submission import RECALL_K, SUBSET_K, write_cirr_submission

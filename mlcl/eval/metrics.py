@@ -17,6 +17,8 @@ Conventions (shared by every benchmark, see docs/evaluation.md):
   are allowed: a hit is any positive within the top k.
 * A query with no non-excluded positive gets the rank ``G + 1`` (``G`` = gallery
   size): a miss for every k <= G, still counted in the denominator.
+* NaN scores (a NaN query or gallery vector) never flatter: a NaN positive
+  score counts as -inf, a NaN non-positive score as ranked above the positive.
 * Subset recall (CIRR) ranks only the query's subset (its img_set members minus
   the reference): it is ordinary recall with everything outside the subset
   excluded.
@@ -53,8 +55,10 @@ def first_positive_ranks(
     pos = positives & valid
     neg = valid & ~positives
     neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
-    best_pos = torch.where(pos, scores, neg_inf).amax(dim=1, keepdim=True)  # [Q, 1]
-    ahead = ((scores >= best_pos) & neg).sum(dim=1)
+    nan = torch.isnan(scores)
+    # NaN never helps a query: a NaN positive is no hit (-inf), a NaN non-positive is ranked ahead.
+    best_pos = torch.where(pos & ~nan, scores, neg_inf).amax(dim=1, keepdim=True)  # [Q, 1]
+    ahead = (((scores >= best_pos) | nan) & neg).sum(dim=1)
     has_pos = pos.any(dim=1)
     miss = torch.full_like(ahead, num_gallery + 1)
     return torch.where(has_pos, ahead + 1, miss)

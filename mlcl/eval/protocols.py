@@ -66,6 +66,14 @@ class RetrievalTask:
     labeled: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A split list may name an image twice (FashionIQ and Shoes lists are not de-duplicated):
+        # one image is one gallery entry, so features and names stay in step.
+        unique = list(dict.fromkeys(self.gallery))
+        if len(unique) != len(self.gallery):
+            self.extra["duplicate_gallery_names"] = len(self.gallery) - len(unique)
+            self.gallery = unique
+
     def __len__(self) -> int:
         return len(self.query_ids)
 
@@ -163,6 +171,11 @@ def shapes_tasks(ds: Any, limit: int | None = None) -> list[RetrievalTask]:
             captions=[t["caption"] for t in trips],
             positives=[list(by_scene.get(ds.scene_key(t["target"]), [])) for t in trips],
             exclude=_ref_exclusion(trips, spec),
+            # Error analysis: recall per modification kind and per number of objects in the reference.
+            extra={"breakdown": {
+                "kind": [str(t.get("kind", "?")) for t in trips],
+                "objects": [str(len(t["reference_scene"])) if "reference_scene" in t else "?" for t in trips],
+            }},
         )
     ]
 
@@ -202,6 +215,35 @@ def build_tasks(dataset: str, ds: Any, limit: int | None = None) -> list[Retriev
     if dataset not in TASK_BUILDERS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     return TASK_BUILDERS[dataset](ds, limit)
+
+
+def breakdown(tasks: Sequence[RetrievalTask], ranks: Mapping[str, torch.Tensor],
+              ks: Sequence[int]) -> dict[str, dict[str, dict[str, float]]]:
+    """Recall per query group (shapes: per modification kind, per number of objects).
+
+    Returns {grouping: {group: {"queries": n, "R@k": percent, ...}}}, groups in a
+    stable order; empty when no task carries `extra["breakdown"]`.
+    """
+    labels: dict[str, list[str]] = {}
+    all_ranks = []
+    for task in tasks:
+        groups = task.extra.get("breakdown")
+        if not groups or task.name not in ranks:
+            return {}
+        for name, values in groups.items():
+            labels.setdefault(name, []).extend(values)
+        all_ranks.append(ranks[task.name])
+    if not labels:
+        return {}
+    r = torch.cat(all_ranks)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, values in labels.items():
+        order = sorted(set(values), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
+        out[name] = {}
+        for value in order:
+            sel = torch.tensor([v == value for v in values])
+            out[name][value] = {"queries": int(sel.sum()), **recall_from_ranks(r[sel], ks)}
+    return out
 
 
 def summarize(

@@ -37,7 +37,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query", choices=("composed", "image", "text"), default="composed",
                         help="composed (image + text, default), or a single-input baseline: image or text alone")
     parser.add_argument("--submission", type=Path, metavar="DIR", help="CIRR: write the two test-server JSON files here")
-    parser.add_argument("--json", action="store_true", help="print one JSON object of metrics instead of a table")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object of metrics (shapes: with a per-kind/per-object-count breakdown) "
+                             "instead of a table")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
@@ -128,5 +130,5 @@ def run(args: argparse.Namespace) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"mlcl eval: {message}", file=sys.stderr)
         return 1
-    print(metrics_json(result.metrics) if args.json else format_table(result))
+    print(metrics_json(result.metrics, breakdown=result.breakdown) if args.json else format_table(result))
     return 0
