@@ -244,3 +244,62 @@ def test_methods_are_configurations():
         get_method("nope")
     with pytest.raises(ValueError, match="add the hybrid level"):
         get_method({"name": "x", "levels": ["sum", "cat"], "sscl": True, "level_weights": "equal"})
+
+
+def test_stage1_frozen_image_tower_keeps_its_batchnorm_statistics():
+    # Defect 1: stage 1 with train_image=False left the visual tower in train mode, so a
+    # ModifiedResNet's BatchNorm used batch statistics and its running statistics drifted.
+    torch.manual_seed(0)
+    model = build_model("mlcl-rn-micro", method="sum")
+    model.set_stage(1, train_text=True, train_image=False)
+    model.train()
+    before = {k: v.clone() for k, v in model.backbone.visual.state_dict().items()}
+    assert any("running_mean" in k for k in before)  # the BatchNorm path is exercised
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    out = model(torch.randn(4, 3, 32, 32, generator=g) * 3 + 1, ["a", "b", "c", "d"],
+                torch.randn(4, 3, 32, 32, generator=g))
+    out["loss"].backward()
+    opt.step()
+    after = model.backbone.visual.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == []
+    assert not model.backbone.visual.training and model.backbone.transformer.training
+    # training the image tower does update them
+    model.set_stage(1, train_text=True, train_image=True)
+    model.train()
+    model(torch.randn(4, 3, 32, 32, generator=g) * 3 + 1, ["a", "b", "c", "d"], torch.randn(4, 3, 32, 32, generator=g))
+    assert not torch.equal(before["bn1.running_mean"], model.backbone.visual.state_dict()["bn1.running_mean"])
+
+
+def test_raw_features_feed_the_fusion_by_default_normalised_as_an_option(batch):
+    # Defect 4: CLIP4Cir (and the authors) feed raw encoder outputs to the sum and the combiner.
+    images, texts, _ = batch
+    raw = build_model(BACKBONE, method="sum").eval()
+    assert raw.config["normalize_features"] is False
+    f = raw.backbone.encode_image(images)
+    assert torch.allclose(raw.image_features(images), f)
+    normed = build_model(BACKBONE, method="sum", normalize_features=True).eval()
+    assert _unit(normed.image_features(images))
+    # a checkpoint config without the key (written before it existed) keeps its normalised behaviour
+    from mlcl.model import MLCLModel
+
+    cfg = {k: v for k, v in raw.config.items() if k != "normalize_features"}
+    assert MLCLModel(cfg).normalize_features is True
+
+
+def test_extra_negatives_join_every_query_s_gallery(batch):
+    # Hard negatives (procedural shapes): extra gallery columns after the batch's targets.
+    torch.manual_seed(0)
+    model = build_model(BACKBONE, method="sum").eval()
+    g = torch.Generator().manual_seed(3)
+    f_ref, f_txt, f_tgt, f_neg = (torch.randn(n, 32, generator=g) for n in (B, B, B, 5))
+    out = model.loss_from_features(f_ref, f_txt, f_tgt, f_neg=f_neg)
+    q = F.normalize(f_ref + f_txt, dim=-1)
+    keys = F.normalize(torch.cat([f_tgt, f_neg]), dim=-1)
+    assert torch.allclose(out["loss"], F.cross_entropy(100.0 * q @ keys.t(), torch.arange(B)), atol=1e-5)
+    # shared references: ref_index gathers each query's reference
+    images, texts, targets = batch
+    a = model(images[:2], texts, targets, ref_index=torch.tensor([0, 0, 0, 1, 1, 1]))
+    b = model(images[[0, 0, 0, 1, 1, 1]], texts, targets)
+    assert torch.allclose(a["loss"], b["loss"], atol=1e-5)

@@ -24,13 +24,15 @@ def build_model(
     proj_dim: int | None = None,
     hidden_dim: int | None = None,
     dropout: float = 0.5,
-    normalize_features: bool = True,
+    normalize_features: bool = False,
     inference_weighting: str = "train",
     target_pad_ratio: float | None = 1.25,
 ) -> MLCLModel:
     """Build an MLCL model around an open_clip backbone (see module docstring).
 
     proj_dim/hidden_dim default to the authors' 4*D and 8*D.
+    normalize_features: False (default, as CLIP4Cir and the MLCL authors) feeds the raw
+    encoder outputs to the sum and the combiner; True L2-normalises them first.
     """
     cfg = backbone_config(backbone)
     d = int(cfg["embed_dim"])

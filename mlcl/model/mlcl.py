@@ -42,6 +42,8 @@ class MLCLModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(init), requires_grad=self.method.learnable_scale)
         self.logit_scale_sl = nn.Parameter(torch.tensor(init), requires_grad=self.method.learnable_scale)
         self.w = nn.Parameter(torch.tensor(math.log(0.5)), requires_grad=self.method.level_weights == "learned")
+        # Raw encoder outputs feed the sum and the combiner (CLIP4Cir, the authors); True = L2-normalised
+        # first (an option; configs written before the key existed were normalised, hence that default).
         self.normalize_features = bool(config.get("normalize_features", True))
         self.inference_weighting = "train"
         self.set_inference_weighting(config.get("inference_weighting", "train"))
@@ -78,11 +80,21 @@ class MLCLModel(nn.Module):
         self.logit_scale.requires_grad_(learnable)
         self.logit_scale_sl.requires_grad_(learnable)
         self.w.requires_grad_(stage == 2 and self.method.level_weights == "learned")
+        self.train(self.training)  # re-apply the frozen towers' eval mode
 
     def train(self, mode: bool = True) -> "MLCLModel":
         super().train(mode)
         if self.stage == 2:
             self.backbone.eval()  # frozen: no dropout, fixed features
+        elif mode:
+            # Stage 1: a tower that is not fine-tuned is frozen, in eval mode too (as CLIP4Cir keeps CLIP):
+            # otherwise a ResNet's BatchNorm normalises with batch statistics and its running statistics drift.
+            if not self.train_image_encoder:
+                self.backbone.visual.eval()
+            if not self.train_text_encoder:
+                for name, child in self.backbone.named_children():
+                    if name != "visual":
+                        child.eval()
         return self
 
     @property
@@ -168,15 +180,27 @@ class MLCLModel(nn.Module):
         texts: Sequence[str] | torch.Tensor,
         tgt_images: torch.Tensor,
         ref_images_aug: torch.Tensor | None = None,
+        neg_images: torch.Tensor | None = None,
+        ref_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Training loss on a batch of (reference, text, target[, augmented reference])."""
-        f_ref = self.image_features(ref_images)
-        f_tgt = self.image_features(tgt_images)
+        """Training loss on a batch of (reference, text, target[, augmented reference]).
+
+        neg_images: extra gallery images, negatives for every query (hard negatives).
+        ref_index: row of each query's reference in `ref_images` (queries sharing a
+        reference encode it once); None = one reference per query.
+        """
+        # One encoder pass over every image of the batch (one BatchNorm batch, one big matmul on CPU).
+        parts = [ref_images, tgt_images] + ([neg_images] if neg_images is not None else [])
+        feats = self.image_features(torch.cat(parts)).split([p.shape[0] for p in parts])
+        f_ref, f_tgt = feats[0], feats[1]
+        f_neg = feats[2] if neg_images is not None else None
+        if ref_index is not None:
+            f_ref = f_ref[ref_index.to(f_ref.device)]
         f_txt = self.text_features(texts)
         f_aug = None
         if ref_images_aug is not None and self.stage == 2 and self.method.sscl:
             f_aug = self.image_features(ref_images_aug)
-        return self.loss_from_features(f_ref, f_txt, f_tgt, f_aug)
+        return self.loss_from_features(f_ref, f_txt, f_tgt, f_aug, f_neg)
 
     def loss_from_features(
         self,
@@ -184,12 +208,16 @@ class MLCLModel(nn.Module):
         f_txt: torch.Tensor,
         f_tgt: torch.Tensor,
         f_ref_aug: torch.Tensor | None = None,
+        f_neg: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss from backbone features (stage 2 can feed cached features here).
 
-        Returns {"loss": total, "<term>": each term (detached for logging is the caller's job)}.
+        f_neg: features of extra gallery images [N, D], negatives for every query
+        (columns after the batch's targets). Returns {"loss": total, "<term>": each term}.
         """
         tgt = self.gallery_vectors(f_tgt)
+        if f_neg is not None and f_neg.shape[0]:
+            tgt = torch.cat([tgt, self.gallery_vectors(f_neg)])
         if self.stage == 1:
             loss = contrastive_ce(F.normalize(f_ref + f_txt, dim=-1), tgt, STAGE1_SCALE)
             return {"loss": loss, "sum": loss}

@@ -67,6 +67,8 @@ class MLCLLavis(BaseModel):
     PRETRAINED_MODEL_CONFIG_DICT = {
         "micro": str(CONFIG_DIR / "mlcl_micro.yaml"),
         "tiny": str(CONFIG_DIR / "mlcl_tiny.yaml"),
+        "rn-tiny": str(CONFIG_DIR / "mlcl_rn_tiny.yaml"),
+        "rn-micro": str(CONFIG_DIR / "mlcl_rn_micro.yaml"),
         "rn50x4": str(CONFIG_DIR / "mlcl_rn50x4.yaml"),
         "vit-b-32": str(CONFIG_DIR / "mlcl_vit_b_32.yaml"),
     }
@@ -96,6 +98,7 @@ class MLCLLavis(BaseModel):
             proj_dim=cfg.get("proj_dim"),
             hidden_dim=cfg.get("hidden_dim"),
             dropout=float(cfg.get("dropout", 0.5)),
+            normalize_features=bool(cfg.get("normalize_features", False)),
             inference_weighting=cfg.get("inference_weighting", "train"),
             target_pad_ratio=cfg.get("target_pad_ratio", 1.25),
         )
@@ -135,8 +138,9 @@ class MLCLLavis(BaseModel):
         features {"f_ref", "f_tgt", "f_txt"[, "f_ref_aug"]}."""
         if "f_ref" in samples:
             return self.mlcl.loss_from_features(samples["f_ref"], samples["f_txt"], samples["f_tgt"],
-                                                samples.get("f_ref_aug"))
+                                                samples.get("f_ref_aug"), samples.get("f_neg"))
         missing = [k for k in IMAGE_KEYS if k not in samples]
         if missing:
             raise KeyError(f"a training batch needs {IMAGE_KEYS} (or cached {FEATURE_KEYS}); missing {missing}")
-        return self.mlcl(samples["ref"], samples["text"], samples["tgt"], samples.get("ref_aug"))
+        return self.mlcl(samples["ref"], samples["text"], samples["tgt"], samples.get("ref_aug"),
+                         neg_images=samples.get("neg"), ref_index=samples.get("ref_index"))
