@@ -165,3 +165,21 @@ def test_schedules_and_group_scaling():
     r = CosineWarmRestartsLR(opt, max_epoch=30, min_lr=1e-6, init_lr=2e-5, t0_epochs=10)
     assert r.lr_at(0, 0) == pytest.approx(2e-5) and r.lr_at(10, 0) == pytest.approx(2e-5)
     assert r.lr_at(5, 0) == pytest.approx(1e-6 + (2e-5 - 1e-6) * 0.5 * (1 + math.cos(math.pi / 2)))
+
+
+def test_every_group_anneals_to_min_lr_as_torch_warm_restarts():
+    # Defect 6: on Shoes w's lr bottomed out at w_lr * min_lr / init_lr = 5e-5, not at min_lr.
+    from training.runners.schedulers import CosineWarmRestartsLR, GroupScaled
+
+    opt = _optimizer()  # groups: lr 2e-5 and w at 1e-3
+    sched = GroupScaled(CosineWarmRestartsLR(opt, max_epoch=30, min_lr=1e-6, init_lr=2e-5, t0_epochs=10,
+                                             iters_per_epoch=1), opt, 2e-5)
+    ref = torch.optim.Adam([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 2e-5},
+                            {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1e-3}], lr=2e-5)
+    torch_sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(ref, T_0=10, eta_min=1e-6)
+    for epoch in range(25):
+        sched.step(epoch, 0)
+        got = [g["lr"] for g in opt.param_groups]
+        want = [g["lr"] for g in ref.param_groups]
+        assert got == pytest.approx(want, rel=1e-6), epoch
+        torch_sched.step()

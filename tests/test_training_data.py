@@ -95,3 +95,67 @@ def test_feature_cache_draws_variants_and_views():
         texts.add(int(b["f_txt"][0, 0]))
         views.add(int(b["f_ref_aug"][0, 0]))
     assert texts == {100, 104, 108, 112} and views == {1000, 1004, 1008}
+
+
+class _VariantsDataset:
+    """The TripletDataset interface build_feature_cache needs: 2 triplets with 3 and 4 caption variants."""
+
+    dataset_name, split = "toy", "train"
+    spec = ImageSpec(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), None)
+    triplets = [{"reference": "a", "target": "b"}, {"reference": "b", "target": "c"}]
+
+    def __len__(self):
+        return 2
+
+    def captions_of(self, i):
+        return (["make it red", "paint it red", "turn it red"] if i == 0
+                else ["remove it", "delete it", "take it away", "get rid of it"])
+
+    def image_names(self):
+        return ["a", "b", "c"]
+
+    def reference_names(self):
+        return ["a", "b"]
+
+    def identity(self):
+        return {"toy": 1}
+
+    def image_batches(self, names, augment=False, batch_size=64, num_workers=0):
+        yield torch.stack([torch.full((3, 32, 32), float(ord(n))) for n in names])
+
+
+def test_feature_cache_draws_caption_variants_uniformly(tmp_path):
+    # Defect 7: slots repeated vs[j % len(vs)], so with 3 variants in 4 slots the first was drawn twice as often.
+    from mlcl.model import build_model
+    from training.features import build_feature_cache
+
+    model = build_model("mlcl-micro", method="clip4cir")
+    cache = build_feature_cache(model, _VariantsDataset(), views=0, cache_dir=False, progress=False)
+    g = torch.Generator().manual_seed(0)
+    counts = {}
+    for _ in range(3000):
+        b = cache.batch(torch.tensor([0]), generator=g)
+        key = int(torch.argmin((cache.f_txt - b["f_txt"][0]).abs().sum(dim=1)))
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 3  # the 3 variants of triplet 0 (4 slots: triplet 1 has 4)
+    assert max(counts.values()) / min(counts.values()) < 1.2  # uniform, not 2:1:1
+
+
+def test_rotate90_follows_the_seeded_torch_rng():
+    # Defect 7: RandomRotate90 drew from Python's `random`, which the feature-cache build does not seed.
+    import random
+
+    from PIL import Image
+
+    from training.datasets.augment import RandomRotate90
+
+    img = Image.new("RGB", (4, 4))
+    img.putpixel((0, 0), (255, 0, 0))
+    op = RandomRotate90(0.75)
+
+    def draws(py_seed):
+        random.seed(py_seed)
+        torch.manual_seed(7)
+        return [op(img).getpixel((0, 0)) for _ in range(24)]
+
+    assert draws(1) == draws(2)

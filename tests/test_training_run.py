@@ -38,6 +38,7 @@ def opts(env, out: str, *extra: str, stage: int = 1) -> list[str]:
     common = [
         "model.model_type=micro",
         f"datasets.shapes.root={env['root']}",
+        "datasets.shapes.procedural=null",  # the generated split (the shipped configs draw procedurally)
         f"run.output_dir={env['base'] / out}",
         "run.progress=false",
         "run.num_workers=0",
@@ -252,3 +253,42 @@ def test_cli_train(env, stage1, capsys):
     assert main(argv + ["--resume", "auto", "--max-epochs", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 4
     assert json.loads((out / "summary.json").read_text())["steps"] == 4
+
+
+def test_procedural_stage1_and_stage2_with_hard_negatives(env):
+    """The shipped shapes recipe's data path: whole groups, fresh each epoch, hard negatives in the loss."""
+    proc = ["datasets.shapes.procedural.groups=8", "datasets.shapes.procedural.queries_per_group=4",
+            "datasets.shapes.procedural.target_siblings=1"]
+    s1 = train("shapes/stage1", [
+        "model.model_type=micro", f"datasets.shapes.root={env['root']}", f"run.output_dir={env['base'] / 'p1'}",
+        "run.progress=false", "run.num_workers=0", "run.batch_size_eval=64", "run.batch_size_train=16",
+        "run.max_epoch=2", "run.evaluate=false", "run.warmup_steps=0", *proc])
+    assert s1["steps"] == 4  # 8 groups of 4 = 2 batches of 16 per epoch, 2 epochs
+    s2 = train("shapes/stage2_mlcl", [
+        "model.model_type=micro", f"datasets.shapes.root={env['root']}", f"run.output_dir={env['base'] / 'p2'}",
+        "run.progress=false", "run.num_workers=0", "run.batch_size_eval=64", "run.batch_size_train=16",
+        f"run.feature_cache_dir={env['base'] / 'features'}", f"model.init_from={s1['checkpoint']}",
+        "run.max_epoch=2", "run.evaluate=false", "run.sscl_cached_views=1", "run.sscl_redraw_every=1", *proc])
+    assert s2["steps"] == 4 and s2["feature_cache"]["views"] == 1
+
+
+def test_procedural_batches_are_whole_groups_fresh_each_epoch():
+    from training.common import ImageSpec
+    from training.datasets.base import TripletLoader
+    from training.datasets.procedural import ProceduralShapesTriplets
+
+    spec = ImageSpec(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.25)
+    ds = ProceduralShapesTriplets("train", spec, "shapes", {"procedural": {"groups": 4, "queries_per_group": 4,
+                                                                          "target_siblings": 2, "seed": 3}})
+    loader = TripletLoader(ds, 8, seed=0)
+    assert len(loader) == 2
+    b0 = next(iter(loader.epoch(0)))
+    assert b0["ref"].shape == (2, 3, 64, 64) and b0["tgt"].shape == (8, 3, 64, 64) and b0["neg"].shape[0] == 16
+    assert b0["ref_index"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1] and len(b0["text"]) == 8
+    texts0 = {t for b in loader.epoch(0) for t in b["text"]}
+    texts1 = {t for b in loader.epoch(1) for t in b["text"]}
+    assert texts0 != texts1  # epoch 1 draws new groups
+    again = {t for b in TripletLoader(ds, 8, seed=0).epoch(0) for t in b["text"]}
+    assert again == texts0  # deterministic from the seed
+    with pytest.raises(ValueError, match="multiple"):
+        TripletLoader(ds, 6)

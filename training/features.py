@@ -36,7 +36,7 @@ from training.common import state_fingerprint, to_plain
 from training.datasets.base import TripletDataset, epoch_batches
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: hard negatives and groups (procedural shapes), caption variants drawn uniformly
 
 
 def default_cache_dir() -> Path:
@@ -51,9 +51,12 @@ class FeatureCache:
     f_txt: torch.Tensor  # [N_txt, D]
     ref_rows: torch.Tensor  # [T] row of each triplet's reference in f_img
     tgt_rows: torch.Tensor  # [T]
-    txt_rows: torch.Tensor  # [T, V] rows of each triplet's caption variants in f_txt (repeated to V)
+    txt_rows: torch.Tensor  # [T, V] rows of each triplet's caption variants in f_txt (padded with -1 to V)
     f_aug: torch.Tensor | None = None  # [R, K, D] SSCL views of each reference
     aug_rows: torch.Tensor | None = None  # [T] row of each triplet's reference in f_aug
+    neg_rows: torch.Tensor | None = None  # [T, S] rows in f_img of each triplet's hard negatives (procedural shapes)
+    group_size: int = 1  # batches are whole groups of this many consecutive triplets
+    txt_counts: torch.Tensor | None = None  # [T] variants per triplet (None: all V slots are variants)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -73,7 +76,12 @@ class FeatureCache:
         idx = indices.to(dev)
         n = idx.shape[0]
         v = self.txt_rows.shape[1]
-        pick = torch.randint(0, v, (n,), generator=generator).to(dev) if v > 1 else torch.zeros(n, dtype=torch.long, device=dev)
+        if v > 1:
+            # uniform over each triplet's own variants (not over padded slots)
+            counts = self.txt_counts[idx] if self.txt_counts is not None else torch.full((n,), v, device=dev)
+            pick = (torch.rand(n, generator=generator).to(dev) * counts).long().clamp_(max=v - 1)
+        else:
+            pick = torch.zeros(n, dtype=torch.long, device=dev)
         out = {
             "index": idx,
             "f_ref": self.f_img[self.ref_rows[idx]],
@@ -83,6 +91,8 @@ class FeatureCache:
         if self.f_aug is not None:
             k = torch.randint(0, self.views, (n,), generator=generator).to(dev)
             out["f_ref_aug"] = self.f_aug[self.aug_rows[idx], k]
+        if self.neg_rows is not None and self.neg_rows.shape[1]:
+            out["f_neg"] = self.f_img[self.neg_rows[idx].reshape(-1)]
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -97,6 +107,7 @@ class FeatureCache:
     def load(cls, path: str | Path) -> "FeatureCache":
         data = torch.load(path, map_location="cpu", weights_only=True)
         return cls(**data)
+
 
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for v in self.__dict__.values() if isinstance(v, torch.Tensor))
@@ -179,7 +190,9 @@ def build_feature_cache(model: Any, dataset: TripletDataset, views: int = 4, bat
         trow = {c: i for i, c in enumerate(texts)}
         f_txt = _encode_texts(model, texts, batch_size, device, progress)
         v = max(len(vs) for vs in variants)
-        txt_rows = torch.tensor([[trow[vs[j % len(vs)]] for j in range(v)] for vs in variants], dtype=torch.long)
+        txt_rows = torch.tensor([[trow[vs[j]] if j < len(vs) else -1 for j in range(v)] for vs in variants],
+                                dtype=torch.long)
+        txt_counts = torch.tensor([len(vs) for vs in variants], dtype=torch.long)
         f_aug = aug_rows = None
         if views > 0:
             refs = dataset.reference_names()
@@ -188,6 +201,10 @@ def build_feature_cache(model: Any, dataset: TripletDataset, views: int = 4, bat
                 [_encode_images(model, dataset, refs, True, batch_size, num_workers, device,
                                 f"cache SSCL view {k + 1}/{views}", progress) for k in range(views)], dim=1)
             aug_rows = torch.tensor([rrow[t["reference"]] for t in dataset.triplets], dtype=torch.long)
+        neg_rows = None
+        if hasattr(dataset, "negative_names"):
+            neg_rows = torch.tensor([[row[n] for n in dataset.negative_names(i)] for i in range(len(dataset))],
+                                    dtype=torch.long).reshape(len(dataset), -1)
     finally:
         torch.set_rng_state(rng_state)
         model.train(was_training)
@@ -196,6 +213,7 @@ def build_feature_cache(model: Any, dataset: TripletDataset, views: int = 4, bat
         ref_rows=torch.tensor([row[t["reference"]] for t in dataset.triplets], dtype=torch.long),
         tgt_rows=torch.tensor([row[t["target"]] for t in dataset.triplets], dtype=torch.long),
         txt_rows=txt_rows, f_aug=None if f_aug is None else f_aug.cpu(), aug_rows=aug_rows,
+        neg_rows=neg_rows, group_size=int(getattr(dataset, "group_size", 1)), txt_counts=txt_counts,
         meta=to_plain({"key": key, "desc": desc, "seconds": round(time.time() - t0, 2), "images": len(names),
                        "texts": len(texts), "views": views}),
     )
@@ -208,6 +226,32 @@ def build_feature_cache(model: Any, dataset: TripletDataset, views: int = 4, bat
     return cache
 
 
+@torch.no_grad()
+def redraw_sscl_views(cache: FeatureCache, model: Any, dataset: TripletDataset, seed: int, batch_size: int = 256,
+                      num_workers: int = 0, device: torch.device | str = "cpu", progress: bool = False) -> None:
+    """Replace the cache's K SSCL views by K fresh draws (seeded), in place.
+
+    The authors draw a fresh augmentation every step; caching K views is our
+    departure (docs/training.md).  `run.sscl_redraw_every: N` calls this every
+    N epochs, so a run sees K * (epochs / N) views per reference instead of K.
+    """
+    if cache.f_aug is None:
+        return
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    rng_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        refs = dataset.reference_names()
+        views = [_encode_images(model, dataset, refs, True, batch_size, num_workers, device,
+                                f"redraw SSCL view {k + 1}/{cache.views}", progress) for k in range(cache.views)]
+        cache.f_aug = torch.stack(views, dim=1).to(cache.f_img.device)
+    finally:
+        torch.set_rng_state(rng_state)
+        model.train(was_training)
+
+
 class CachedFeatureLoader:
     """Epochs of batches of cached features (same interface as TripletLoader)."""
 
@@ -218,14 +262,23 @@ class CachedFeatureLoader:
                              "lower run.batch_size_train")
         self.cache = cache.to(device)
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
+        self.group_size = int(cache.group_size)
+        if batch_size % self.group_size:
+            raise ValueError(f"run.batch_size_train={batch_size} must be a multiple of the queries per group "
+                             f"({self.group_size})")
 
     def __len__(self) -> int:
-        n = len(self.cache)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, bs = len(self.cache) // self.group_size, self.batch_size // self.group_size
+        return n // bs if self.drop_last else -(-n // bs)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-        for b in epoch_batches(len(self.cache), self.batch_size, self.shuffle, self.drop_last, self.seed, epoch)[start:]:
-            yield self.cache.batch(torch.tensor(b))
+        gs = self.group_size
+        batches = epoch_batches(len(self.cache) // gs, self.batch_size // gs, self.shuffle, self.drop_last, self.seed,
+                                epoch)
+        for b in batches[start:]:
+            # whole groups: triplets g*gs .. g*gs+gs-1 of each group g
+            idx = (torch.tensor(b).view(-1, 1) * gs + torch.arange(gs).view(1, -1)).reshape(-1)
+            yield self.cache.batch(idx)
 
 
 class FrozenFeatureMemo:

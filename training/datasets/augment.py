@@ -9,7 +9,6 @@ each PIL image and `augment.tensor(batch)` on stacked floats.
 from __future__ import annotations
 
 import copy
-import random
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -60,10 +59,11 @@ class RandomRotate90:
     def __call__(self, image):
         from PIL import Image
 
-        if random.random() >= self.p:
+        # torch's RNG, like torchvision's transforms: seeded by the feature-cache build and DataLoader workers.
+        if float(torch.rand(())) >= self.p:
             return image
-        return image.transpose(random.choice((Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
-                                              Image.Transpose.ROTATE_270)))
+        k = int(torch.randint(0, 3, ()))
+        return image.transpose((Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)[k])
 
 
 def _pil_op(op: dict[str, Any], size: int) -> Callable:

@@ -197,6 +197,11 @@ class TripletLoader:
 
     def __init__(self, dataset: TripletDataset, batch_size: int, shuffle: bool = True, drop_last: bool = True,
                  num_workers: int = 0, seed: int = 0, pin_memory: bool = False):
+        # Grouped data sets (procedural shapes) are batched in whole groups of `group_size` queries.
+        self.group_size = int(getattr(dataset, "group_size", 1))
+        if batch_size % self.group_size:
+            raise ValueError(f"run.batch_size_train={batch_size} must be a multiple of the data set's "
+                             f"queries per group ({self.group_size})")
         if len(dataset) < batch_size and drop_last:
             raise ValueError(f"{dataset.dataset_name} {dataset.split}: {len(dataset)} triplets, fewer than one "
                              f"batch of {batch_size}; lower run.batch_size_train")
@@ -206,13 +211,19 @@ class TripletLoader:
         self.num_workers, self.seed, self.pin_memory = num_workers, seed, pin_memory
 
     def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, bs = len(self.dataset) // self.group_size, self.batch_size // self.group_size
+        return n // bs if self.drop_last else -(-n // bs)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
-        batches = epoch_batches(len(self.dataset), self.batch_size, self.shuffle, self.drop_last, self.seed, epoch)
+        gs = self.group_size
+        batches = epoch_batches(len(self.dataset) // gs, self.batch_size // gs, self.shuffle, self.drop_last,
+                                self.seed, epoch)
         batches = batches[start:]
         if not batches:
+            return
+        if gs > 1:
+            for b in batches:
+                yield self.dataset.get_group_batch(b, epoch=epoch)
             return
         if self.dataset.fast_batches or self.num_workers == 0:
             for b in batches:

@@ -99,6 +99,26 @@ class ShapesBuilder(CIRBuilder):
     name = "shapes"
     dataset_cls = ShapesTriplets
 
+    def build(self) -> dict[str, TripletDataset]:
+        """As the base builder; with `procedural: {...}` the train split is drawn procedurally (no files)."""
+        if not to_plain(self.config.get("procedural")):
+            return super().build()
+        from training.datasets.procedural import ProceduralShapesTriplets
+
+        spec = self.image_spec or ImageSpec.from_model_cfg({"backbone": self.config.get("backbone", "mlcl-tiny")})
+        augment = to_plain(self.config.get("augment", "none"))
+        check_policy(augment)
+        out: dict[str, TripletDataset] = {}
+        for lavis_split, data_split in self.splits().items():
+            if lavis_split == "train":
+                out[lavis_split] = ProceduralShapesTriplets(data_split, spec, augment, self.options())
+                log.info("shapes train: procedural, %s", out[lavis_split].describe())
+            else:
+                out[lavis_split] = self.dataset_cls(self.load_source(data_split), data_split, spec, augment,
+                                                    self.options())
+                log.info("%s %s: %d triplets", self.name, data_split, len(out[lavis_split]))
+        return out
+
     def load_source(self, split: str) -> Any:
         from mlcl.data.shapes import ShapesDataset, ensure_shapes
 

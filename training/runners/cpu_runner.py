@@ -258,6 +258,7 @@ class MLCLRunner(RunnerBase):
             for epoch in range(self.start_epoch, self.max_epoch):
                 if budget.exhausted(self.global_step):
                     break
+                self._maybe_redraw_views(epoch)
                 res = self.task.train_epoch(
                     epoch=epoch, model=self.model, data_loader=loader, optimizer=self.optimizer,
                     lr_scheduler=self.lr_scheduler, scaler=self.scaler, cuda_enabled=self.cuda_enabled,
@@ -295,6 +296,19 @@ class MLCLRunner(RunnerBase):
             return summary
         finally:
             self._detach_file_log()
+
+    def _maybe_redraw_views(self, epoch: int) -> None:
+        """run.sscl_redraw_every: N > 0 re-draws the cached SSCL views at the start of every N-th epoch."""
+        every = int(self.run_cfg.get("sscl_redraw_every") or 0)
+        loader = self.train_loader
+        if every <= 0 or epoch == 0 or epoch % every or not hasattr(loader, "cache") or loader.cache.f_aug is None:
+            return
+        from training.features import redraw_sscl_views
+
+        seed = int(self.run_cfg.get("seed", 42)) * 1000 + epoch
+        redraw_sscl_views(loader.cache, self.mlcl, self.train_dataset, seed,
+                          batch_size=int(self.run_cfg.get("batch_size_eval", 256)), device=self.device)
+        log.info("epoch %d: re-drew the %d cached SSCL views (seed %d)", epoch, loader.cache.views, seed)
 
     # ---------------------------------------------------------- evaluation
     def _encoder(self) -> Any:

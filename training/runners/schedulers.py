@@ -86,7 +86,13 @@ class CosineWarmRestartsLR(_StepSchedule):
 
 
 class GroupScaled:
-    """Wraps a LAVIS-style scheduler: its lr becomes a factor on each group's `base_lr`."""
+    """Wraps a LAVIS-style scheduler so that each group follows the schedule from its own `base_lr`.
+
+    After warm-up every group anneals affinely between its base lr and the
+    schedule's min_lr, as torch's schedulers do per group (the authors' Shoes
+    stage 2: CosineAnnealingWarmRestarts takes w from 1e-3 down to eta_min too);
+    during warm-up each group ramps in proportion to its base lr.
+    """
 
     def __init__(self, inner: Any, optimizer: Any, init_lr: float):
         self.inner = inner
@@ -98,6 +104,15 @@ class GroupScaled:
     def step(self, cur_epoch: int, cur_step: int) -> None:
         self.inner.step(cur_epoch=cur_epoch, cur_step=cur_step)
         lr = self.optimizer.param_groups[0]["lr"]
-        factor = lr / self.init_lr if self.init_lr > 0 else 1.0
+        min_lr = float(getattr(self.inner, "min_lr", 0.0) or 0.0)
+        iters = int(getattr(self.inner, "iters_per_epoch", 1) or 1)
+        warmup = int(getattr(self.inner, "warmup_steps", 0) or 0)
+        in_warmup = cur_epoch * iters + cur_step < warmup
         for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+            base = group["base_lr"]
+            if self.init_lr <= 0:
+                group["lr"] = base
+            elif in_warmup or self.init_lr <= min_lr:
+                group["lr"] = base * lr / self.init_lr
+            else:
+                group["lr"] = min_lr + (base - min_lr) * (lr - min_lr) / (self.init_lr - min_lr)
