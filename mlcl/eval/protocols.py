@@ -153,6 +153,12 @@ def shoes_tasks(ds: Any, limit: int | None = None) -> list[RetrievalTask]:
     ]
 
 
+def _shapes_kinds() -> list[str]:
+    from mlcl.data.shapes.config import load_config
+
+    return list(load_config().kinds)
+
+
 def shapes_tasks(ds: Any, limit: int | None = None) -> list[RetrievalTask]:
     """Hits are all gallery images whose scene equals the target's (several per query)."""
     spec = PROTOCOLS["shapes"]
@@ -175,7 +181,7 @@ def shapes_tasks(ds: Any, limit: int | None = None) -> list[RetrievalTask]:
             extra={"breakdown": {
                 "kind": [str(t.get("kind", "?")) for t in trips],
                 "objects": [str(len(t["reference_scene"])) if "reference_scene" in t else "?" for t in trips],
-            }},
+            }, "breakdown_order": {"kind": _shapes_kinds()}},
         )
     ]
 
@@ -238,7 +244,10 @@ def breakdown(tasks: Sequence[RetrievalTask], ranks: Mapping[str, torch.Tensor],
     r = torch.cat(all_ranks)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, values in labels.items():
-        order = sorted(set(values), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
+        preferred = tasks[0].extra.get("breakdown_order", {}).get(name, [])
+        rank = {v: i for i, v in enumerate(preferred)}
+        order = sorted(set(values), key=lambda v: (rank.get(v, len(rank)), not v.isdigit(),
+                                                   int(v) if v.isdigit() else 0, v))
         out[name] = {}
         for value in order:
             sel = torch.tensor([v == value for v in values])

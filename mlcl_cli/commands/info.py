@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
         "method": cfg["method"]["name"],
         "levels": cfg["method"]["levels"],
         "stage": payload.get("stage"),
+        "normalize_features": cfg.get("normalize_features", True),
         "parameters": n_params,
         "versions": payload.get("versions", {}),
         "metrics": payload.get("extra", {}).get("metrics", {}),
