@@ -28,7 +28,8 @@ def default_model():
 def test_bundled_checkpoint_is_small_and_complete(default_model):
     assert DEFAULT_CHECKPOINT.stat().st_size <= 25 * 1024 * 1024
     assert default_model.method.name == "mlcl"
-    assert default_model.config["backbone"]["model_name"] == "mlcl-tiny"
+    assert default_model.config["backbone"]["model_name"] == "mlcl-rn-tiny"
+    assert default_model.normalize_features is False  # raw encoder outputs to the fusion (CLIP4Cir, the authors)
 
 
 @pytest.mark.timeout(600)

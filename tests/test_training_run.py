@@ -244,7 +244,7 @@ def test_cli_train(env, stage1, capsys):
     out = env["base"] / "cli"
     argv = ["train", "--config", "shapes/stage1", "--output", str(out), "--max-epochs", "1", "--no-progress",
             "--data-root", str(env["root"]), "--options", "model.model_type=micro", "run.batch_size_train=32",
-            "run.evaluate=false"]
+            "run.evaluate=false", "datasets.shapes.procedural=null"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 2 and Path(summary["checkpoint"]).is_file()
