@@ -234,11 +234,17 @@ def main() -> int:
     order = {label: i for i, (label, _, _) in enumerate(ROWS + EXTRA_ROWS)}
 
     def save(rows: list[dict]) -> list[dict]:
-        # rows measured now replace those of the same label; the others stay (with their own dates)
+        # rows measured now replace those of the same label; the others stay (with their own dates).
+        # Re-read first: another invocation may have added rows meanwhile.
+        nonlocal old
+        if result_file.is_file():
+            old = json.loads(result_file.read_text())
         keep = [r for r in old.get("rows", []) if r["method"] not in {n["method"] for n in rows}]
         merged = sorted(keep + rows, key=lambda r: order.get(r["method"], 99))
         result_file.parent.mkdir(parents=True, exist_ok=True)
-        result_file.write_text(json.dumps({"rows": merged, "runs": {**old.get("runs", {}), **runs}}, indent=2))
+        tmp = result_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"rows": merged, "runs": {**old.get("runs", {}), **runs}}, indent=2))
+        tmp.replace(result_file)
         return merged
 
     save([])
