@@ -100,6 +100,10 @@ def test_shapes_needs_no_other_argument(tmp_path, fake_ckpt, monkeypatch, capsys
     monkeypatch.setattr(shapes, "ensure_shapes", functools.partial(shapes.ensure_shapes, n=12))
     assert main(BASE + ["--dataset", "shapes", "--split", "test", "--limit", "4", "--json"]) == 0
     obj = json.loads(capsys.readouterr().out)
-    assert set(obj) == {"R@1", "R@5", "R@10", "R@50", "headline"}
-    assert all(0.0 <= v <= 100.0 for v in obj.values())
+    assert set(obj) == {"R@1", "R@5", "R@10", "R@50", "headline", "breakdown"}
+    assert all(0.0 <= v <= 100.0 for k, v in obj.items() if k != "breakdown")
+    # error analysis: per modification kind and per object count, each group's queries add up
+    assert set(obj["breakdown"]) == {"kind", "objects"}
+    assert sum(g["queries"] for g in obj["breakdown"]["kind"].values()) == 4
+    assert sum(g["queries"] for g in obj["breakdown"]["objects"].values()) == 4
     assert any(home.rglob("*.png"))  # the split was generated under MLCL_HOME
