@@ -153,7 +153,19 @@ def val_curve(run_dir: Path, step_offset: int = 0) -> list[tuple[int, float]]:
     """(global step, val R@1) from a run's log.txt (LAVIS-style JSON lines)."""
     steps: dict[int, int] = {}
     points = []
-    for line in (run_dir / "log.txt").read_text().splitlines():
+    lines = (run_dir / "log.txt").read_text().splitlines()
+    # every invocation appends its config dump (a line "{") to log.txt: keep the last run, and the
+    # invocations it resumed (their dumps are followed by one with "resume_ckpt_path" set)
+    starts = [i for i, line in enumerate(lines) if line == "{"] or [0]
+
+    def resumed(k: int) -> bool:
+        dump = "\n".join(lines[starts[k]:]).split("\n}\n")[0]
+        return '"resume_ckpt_path":' in dump and '"resume_ckpt_path": null' not in dump
+
+    first = len(starts) - 1
+    while first > 0 and resumed(first):
+        first -= 1
+    for line in lines[starts[first]:]:
         if not line.startswith("{") or not line.endswith("}"):
             continue
         try:
