@@ -122,7 +122,7 @@ def table(rows: list[dict]) -> str:
     """The README's results table, then each row's command."""
     cols = [("test", k) for k in KEYS] + [("novel", k) for k in ("R@1", "R@10", "R@50")]
     lines = ["| method | " + " | ".join(f"{s} {k}" for s, k in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    lines += [f"| {r['method']} | " + " | ".join(f"{r[s][k]:.1f}" for s, k in cols) + " |" for r in rows]
+    lines += [f"| {r['method']} | " + " | ".join(f"{r[s][k]:.2f}" for s, k in cols) + " |" for r in rows]
     lines += ["", "| row | command | measured (load avg) |", "|---|---|---|"]
     for r in rows:
         cmd = " ".join(["mlcl eval --checkpoint", r["checkpoint"], "--split test", *r["eval_args"]])
