@@ -183,3 +183,11 @@ def test_every_group_anneals_to_min_lr_as_torch_warm_restarts():
         want = [g["lr"] for g in ref.param_groups]
         assert got == pytest.approx(want, rel=1e-6), epoch
         torch_sched.step()
+
+
+def test_summaries_carry_no_binary_float_noise():
+    from training.common import to_plain
+
+    # 100 * 1997 / 2000 is 99.85000000000001 in binary floating point: summary.json and `mlcl info` show 99.85
+    assert to_plain({"R@10": 100 * 1997 / 2000, "lr": [5e-07, 1e-3], "w": 0.1 + 0.25}) == {
+        "R@10": 99.85, "lr": [5e-07, 0.001], "w": 0.35}

@@ -115,7 +115,11 @@ def to_plain(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, torch.Tensor):
         return obj.item() if obj.numel() == 1 else obj.tolist()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
+    if isinstance(obj, float):
+        # 12 significant digits: recalls such as 99.85000000000001 (binary noise of 100 * hits / n)
+        # read back as 99.85 in summary.json and `mlcl info`; 5e-07 stays 5e-07.
+        return float(f"{obj:.12g}")
+    if isinstance(obj, (str, int, bool)) or obj is None:
         return obj
     if hasattr(obj, "item"):  # numpy scalars
         return obj.item()
