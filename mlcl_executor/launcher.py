@@ -28,10 +28,10 @@ import socket
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+from mlcl.checkpoint_header import checkpoint_problem
 from mlcl.known_warnings import silence_known_warnings
 
 #: How long a stop may take before the children are killed (SIGTERM/Ctrl-C must end within 10 s).
@@ -78,17 +78,8 @@ def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
 
 
 def check_checkpoint(path: Path) -> Optional[str]:
-    """Why `path` cannot be a checkpoint (missing, a folder, not a torch archive), else None."""
-    if not path.exists():
-        return f"checkpoint {path} does not exist"
-    if not path.is_file():
-        return f"checkpoint {path} is not a file"
-    if not zipfile.is_zipfile(path):
-        return f"checkpoint {path} is not a PyTorch checkpoint (not a torch.save archive)"
-    with zipfile.ZipFile(path) as archive:
-        if not any(name.endswith("/data.pkl") for name in archive.namelist()):
-            return f"checkpoint {path} is not a PyTorch checkpoint (a zip file without torch's data.pkl)"
-    return None
+    """Why `path` cannot be served (missing, not a torch archive, not an mlcl checkpoint), else None."""
+    return checkpoint_problem(path)
 
 
 def check_workspace(workspace: Path, backend: Optional[str]) -> List[str]:

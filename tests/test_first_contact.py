@@ -319,11 +319,30 @@ def test_port_in_use_fails_at_once(tmp_path):
     assert result.stderr.strip() == f"mlcl serve: grpc port {port} is in use (another `mlcl serve`? choose one with --grpc-port)"
 
 
-def test_a_checkpoint_that_cannot_load_ends_the_start_with_its_reason(tmp_path):
-    bad = tmp_path / "bad.pt"
-    with zipfile.ZipFile(bad, "w") as archive:  # looks like torch.save's archive, is not one
-        archive.writestr("bad/data.pkl", b"not a pickle")
-    lines = serve_fails(tmp_path, "--checkpoint", str(bad), within=90)  # idle machine: ~10 s
+def test_a_file_that_is_no_mlcl_checkpoint_fails_at_once_with_one_line(tmp_path):
+    import torch
+
+    fake = tmp_path / "fake.pt"
+    with zipfile.ZipFile(fake, "w") as archive:  # a zip that is not torch.save's archive
+        archive.writestr("fake/data.pkl", b"not a pickle")
+    lines = serve_fails(tmp_path, "--checkpoint", str(fake), within=15)
+    assert lines == [f"mlcl serve: checkpoint {fake} is not a PyTorch checkpoint (a zip file without torch's data.pkl and version)"]
+    foreign = tmp_path / "open_clip.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)  # a real torch checkpoint, not ours
+    lines = serve_fails(tmp_path, "--checkpoint", str(foreign), within=15)
+    assert len(lines) == 1 and lines[0].startswith(f"mlcl serve: checkpoint {foreign} is not an mlcl checkpoint")
+
+
+def test_a_checkpoint_that_does_not_fit_its_model_ends_the_start_with_its_reason(tmp_path):
+    import torch
+
+    from conftest_serving import tiny_checkpoint
+
+    payload = torch.load(tiny_checkpoint(), map_location="cpu", weights_only=True)
+    payload["state_dict"] = dict(list(payload["state_dict"].items())[:3])  # weights of another, smaller model
+    broken = tmp_path / "broken.pt"
+    torch.save(payload, broken)
+    lines = serve_fails(tmp_path, "--checkpoint", str(broken), within=90)  # idle machine: ~17 s (the encoder loads torch)
     assert lines[-1].startswith("mlcl serve: the Flow could not start: ")
     assert any("MLCLEncoder cannot start" in line for line in lines)
 

@@ -12,8 +12,7 @@ import torch
 from .. import __version__
 from .mlcl import MLCLModel
 
-FORMAT = "mlcl-checkpoint"
-FORMAT_VERSION = 1
+from ..checkpoint_header import FORMAT, FORMAT_VERSION  # noqa: E402  (one definition, readable without torch)
 
 
 class CheckpointError(ValueError):
