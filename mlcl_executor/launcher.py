@@ -27,12 +27,13 @@ import signal
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 from mlcl.checkpoint_header import checkpoint_problem
 from mlcl.known_warnings import silence_known_warnings
+
+from .serving import quiet_jina
 
 #: How long a stop may take before the children are killed (SIGTERM/Ctrl-C must end within 10 s).
 STOP_GRACE_S = 6.0
@@ -43,8 +44,7 @@ def quiet() -> None:
     os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
     # gRPC's C core prints its own info lines (GOAWAY on shutdown) unless told its level
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
-    os.environ.setdefault("JINA_HIDE_SURVEY", "1")
+    quiet_jina()
     silence_known_warnings()
 
 
@@ -77,11 +77,6 @@ def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
     return False
 
 
-def check_checkpoint(path: Path) -> Optional[str]:
-    """Why `path` cannot be served (missing, not a torch archive, not an mlcl checkpoint), else None."""
-    return checkpoint_problem(path)
-
-
 def check_workspace(workspace: Path, backend: Optional[str]) -> List[str]:
     """Indexes under `workspace` that the configured backend cannot open (one line each)."""
     problems = []
@@ -105,7 +100,7 @@ def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str
     """Every problem found before starting anything, one line each (empty: go)."""
     problems = []
     if checkpoint is not None:
-        why = check_checkpoint(checkpoint)
+        why = checkpoint_problem(checkpoint)
         if why:
             problems.append(why)
     problems += check_workspace(workspace, backend)
@@ -181,31 +176,14 @@ class _AbortWatch(logging.Handler):
 
 
 def _watch_start(prog: str, watch: _AbortWatch, ready: threading.Event, flow_procs: "FlowProcesses") -> None:
-    """Until the Flow is ready: a child process that ends, or jina's abort, ends everything now.
-
-    jina notices a failed Executor only when its readiness wait times out, and its
-    own abort then waits on a gateway that retries forever.
-    """
-    import psutil
-
-    seen: Dict[int, Any] = {}
-    reason = ""
+    """Until the Flow is ready: jina's abort ends everything now (its own abort path then
+    waits on a gateway that retries forever)."""
     while not ready.is_set():
         if watch.aborted.wait(0.3):
-            reason = watch.reason.replace("Flow is aborted due to ", "").rstrip(".")
-            break
-        # Short-lived helpers that libraries start and reap (a compiler probe, `uname`)
-        # are not the Flow's: only processes running this program are watched.
-        for p in flow_procs.current():
-            with contextlib.suppress(psutil.Error):
-                if p.exe() == sys.executable:
-                    seen.setdefault(p.pid, p)
-        gone = [p for p in seen.values() if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE]
-        if gone:
-            reason = f"a Flow process ended during start-up (pid {gone[0].pid})"
             break
     else:
         return
+    reason = watch.reason.replace("Flow is aborted due to ", "").rstrip(".")
     print(f"{prog}: the Flow could not start: {reason}; the error above says why", file=sys.stderr, flush=True)
     kill_processes(flow_procs.current())
     os._exit(1)
@@ -301,7 +279,7 @@ def _stop_within(flow: Any, prog: str, flow_procs: "FlowProcesses") -> None:
 
 
 __all__ = [
-    "FlowProcesses", "check_checkpoint", "check_workspace", "descendants", "keep_model_out", "kill_processes",
+    "FlowProcesses", "check_workspace", "descendants", "keep_model_out", "kill_processes",
     "model_process",
     "port_in_use", "preflight", "quiet", "supervised",
 ]
