@@ -10,7 +10,7 @@ Backends (each (backend, size, width) runs in its own subprocess, so RSS growth 
   store-hnsw   the indexer's hnsw store (`mlcl_executor/stores/hnsw.py`, hnswlib), written the same way,
                with the same M, ef_construction and threads as raw hnswlib; ef swept per query
 
-Vectors are unit vectors of width `--dims` (128: mlcl-tiny; 640: a larger model). `--data structured`
+Vectors are unit vectors of width `--dims` (128: the default model, mlcl-rn-tiny; 640: a larger model). `--data structured`
 (default) draws them from a 16-dimensional latent space plus isotropic noise, like learned embeddings (low
 intrinsic dimension); `--data uniform` draws them uniformly on the sphere, the worst case for any graph
 index. Recall@10 of HNSW is measured against the exact top-10 of the same queries.

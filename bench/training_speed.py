@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="mlcl-tiny")
+    p.add_argument("--backbone", default="mlcl-rn-tiny", help="the default model's backbone")
     p.add_argument("--method", default="mlcl", help="stage-2 method (mlcl: three levels + SSCL)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=8, help="timed steps per phase (after warm-up)")

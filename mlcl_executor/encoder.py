@@ -18,6 +18,7 @@ bad input, so one bad image cannot fail a batch of other clients' documents.
 # (DocList[...] types) at class creation to learn the request/response schemas.
 
 import os
+import threading
 
 import numpy as np
 from concurrent.futures import ThreadPoolExecutor
@@ -100,7 +101,7 @@ class MLCLEncoder(Executor):
         max_image_bytes: int = 20 * 1024 * 1024,
         max_image_pixels: int = 40_000_000,
         url_timeout: float = 10.0,
-        decode_threads: int = 4,
+        decode_threads: int = 0,
         torch_threads: Optional[int] = None,
         thumbnail_size: int = 128,
         thumbnail_max_bytes: int = 32768,
@@ -142,7 +143,13 @@ class MLCLEncoder(Executor):
         self.thumbnail_size, self.thumbnail_max_bytes = int(thumbnail_size), int(thumbnail_max_bytes)
         self.policy = ImagePolicy.create(image_roots, allow_urls, max_image_bytes, max_image_pixels, url_timeout)
         # Decoding + preprocessing is PIL/numpy work that releases the GIL; a small pool overlaps it.
-        self._pool = ThreadPoolExecutor(max_workers=max(1, int(decode_threads)), thread_name_prefix="mlcl-decode")
+        # decode_threads 0: decode in the request's own thread (no hand-off per image; small images decode
+        # faster so on a busy 2-core machine, see docs/performance.md).
+        self._pool = ThreadPoolExecutor(max_workers=int(decode_threads), thread_name_prefix="mlcl-decode") if int(decode_threads) > 0 else None
+        # Model calls run one at a time, also when a Flow sets `allow_concurrent: true` on the encoder
+        # (then another request may decode while one is in the model; on 2 cores that was slower:
+        # the decode and the model's Python contend for the GIL, see docs/performance.md).
+        self._model_lock = threading.Lock()
         self.logger.info(
             f"MLCLEncoder: {path.name} (model id {self.model_id}) on {self.device}, dim {self.model.embed_dim}, "
             f"image roots {[str(r) for r in self.policy.roots] or 'none'}, urls {'on' if self.policy.allow_urls else 'off'}"
@@ -238,12 +245,13 @@ class MLCLEncoder(Executor):
     # -------------------------------------------------------------- helpers
     def _encode(self, docs: Sequence[Doc], as_query: bool, levels: bool = False, thumbnails: bool = False) -> None:
         """Fill `embedding` (or `error`) of every document, in place (and `levels`, `tags.thumbnail` when asked)."""
-        import torch
-
         given = set() if as_query else self._accept_vectors(docs)
         for i, doc in enumerate(docs):
-            if i not in given:
-                doc.embedding, doc.error = None, None
+            # only when set: every assignment to a document is a pydantic validation (~40 us)
+            if i not in given and doc.embedding is not None:
+                doc.embedding = None
+            if i not in given and doc.error is not None:
+                doc.error = None
         images = self._prepare_images(docs, thumbnails=thumbnails)
         groups: Dict[Tuple[bool, bool], List[int]] = {}
         for i, doc in enumerate(docs):
@@ -262,6 +270,14 @@ class MLCLEncoder(Executor):
                 continue
             groups.setdefault((has_image, bool(text)), []).append(i)
 
+        with self._model_lock:
+            self._run_model(docs, groups, images, as_query, levels)
+        drop_payloads(docs)
+
+    def _run_model(self, docs: Sequence[Doc], groups: Dict[Tuple[bool, bool], List[int]], images: Dict[int, Any],
+                   as_query: bool, levels: bool) -> None:
+        import torch
+
         for (has_image, has_text), idx in groups.items():
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start : start + self.batch_size]
@@ -279,7 +295,6 @@ class MLCLEncoder(Executor):
                 vectors = vectors.float().cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors
                 for row, i in enumerate(chunk):
                     docs[i].embedding = vectors[row]
-        drop_payloads(docs)
 
     def _accept_vectors(self, docs: Sequence[Doc]) -> set:
         """Positions of gallery documents that bring their own vector (no image): checked here, no model work."""
@@ -314,7 +329,8 @@ class MLCLEncoder(Executor):
         `thumbnails`: also put a small data-URI thumbnail in each document's tags (gallery documents).
         """
         todo = [(i, doc) for i, doc in enumerate(docs) if doc.image is not None]
-        results = self._pool.map(lambda item: self._prepare_one(item[1].image, thumbnails), todo)
+        prepare = lambda item: self._prepare_one(item[1].image, thumbnails)  # noqa: E731
+        results = self._pool.map(prepare, todo) if self._pool is not None else map(prepare, todo)
         tensors: Dict[int, Any] = {}
         for (i, doc), result in zip(todo, results):
             if isinstance(result, str):
@@ -336,6 +352,7 @@ class MLCLEncoder(Executor):
             return f"image could not be preprocessed ({type(exc).__name__}: {exc})"
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         super().close()
 

@@ -409,9 +409,11 @@ class MLCLIndexer(Executor):
         return docs
 
     @requests(on="/encode")
+    @jina_compat.passthrough
     def encode_passthrough(self, docs: DocList[QueryDoc], **kwargs: Any) -> DocList[QueryDoc]:
         """`/encode` only encodes; the indexer passes it through (a Flow must expose every
-        endpoint of the encoder on the next Executor too)."""
+        endpoint of the encoder on the next Executor too). In a worker the request goes back
+        unparsed (`jina_compat.passthrough`); called directly, this returns `docs`."""
         return docs
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """The only code that changes jina's own behaviour; written against jina 3.33.1.
 
-Three fixes, applied once per process by `apply()` (called when the Executors
+Fixes, applied once per process by `apply()` (called when the Executors
 and the gateway are imported, and by `mlcl serve` before the Flow starts):
 
 1. An empty request (`{"data": []}`) sent to an endpoint with dynamic batching
@@ -10,6 +10,12 @@ and the gateway are imported, and by `mlcl serve` before the Flow starts):
    Executor error, but logged on one line without a traceback: jina logs every
    Executor exception with its traceback, which buries real faults in noise.
 
+3. An endpoint an Executor binds only to pass requests on (`@passthrough`,
+   e.g. the indexer's `/encode`: a Flow refuses to start unless every endpoint
+   of an Executor exists on the next one) returns the request untouched: jina
+   would parse its documents and serialise them again, a third of a
+   millisecond per document for nothing.
+
 If jina changes these internals, `apply()` leaves them alone (`check_jina()`
 says so in the log) rather than break serving.
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, List
+from typing import Any, Callable, List
 
 from .errors import RequestError
 
@@ -26,11 +32,24 @@ JINA_VERSION_VERIFIED = "3.33.1"
 _log = logging.getLogger("mlcl")
 
 
+def passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an endpoint function as a pass-through: the worker returns its requests unparsed (fix 3)."""
+    fn._mlcl_passthrough = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _is_passthrough(executor: Any, endpoint: str) -> bool:
+    bound = getattr(executor, "requests", {}).get(endpoint)
+    return bool(getattr(getattr(bound, "fn", bound), "_mlcl_passthrough", False))
+
+
 def _patched(handle):  # type: ignore[no-untyped-def]
     @functools.wraps(handle)
     async def handle_(self, requests: List[Any], *args: Any, **kwargs: Any) -> Any:
         request = requests[0]
         endpoint = request.header.exec_endpoint
+        if len(requests) == 1 and _is_passthrough(self._executor, endpoint):
+            return request  # as jina does for an endpoint the Executor does not bind: documents never parsed
         batching = getattr(self, "_batchqueue_config", None) or {}
         if endpoint in batching and len(requests) == 1:
             target = endpoint if endpoint in self._executor.requests else None
@@ -134,4 +153,4 @@ def apply() -> bool:
     return True
 
 
-__all__ = ["JINA_VERSION_VERIFIED", "apply"]
+__all__ = ["JINA_VERSION_VERIFIED", "apply", "passthrough"]
