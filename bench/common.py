@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -200,6 +200,41 @@ def progress(iterable: Any = None, **kwargs: Any) -> Any:
     if "disable" not in kwargs:
         kwargs["disable"] = not (sys.stderr.isatty() or os.environ.get("BENCH_PROGRESS") == "1")
     return tqdm(iterable, **kwargs)
+
+
+def timed_upserts(store: Any, ids: Sequence[str], x: Any, chunk: int, budget_s: float,
+                  desc: str) -> Tuple[Dict[str, Any], float]:
+    """Write row i of `x` (id `ids[i]`) into an indexer store in upserts of `chunk` rows, as the Executor does,
+    until all are in or `budget_s` has passed. Returns (measurements, start time): how many were indexed and
+    the upserts' times (first, last, and medians of the first and last 10: O(request) keeps those equal)."""
+    import numpy as np
+
+    n = len(ids)
+    t_start = time.perf_counter()
+    times: List[float] = []
+    indexed = 0
+    bar = progress(total=n, desc=desc, unit="doc")
+    for start in range(0, n, chunk):
+        rows = [{"id": ids[i], "embedding": x[i], "uri": None, "tags": {}} for i in range(start, min(n, start + chunk))]
+        t0 = time.perf_counter()
+        store.upsert(rows)
+        times.append(time.perf_counter() - t0)
+        indexed += len(rows)
+        bar.update(len(rows))
+        if time.perf_counter() - t_start > budget_s and indexed < n:
+            break
+    bar.close()
+    return {"indexed": indexed, "chunk": chunk, "first_upsert_ms": times[0] * 1e3, "last_upsert_ms": times[-1] * 1e3,
+            "upsert_ms_first10": float(np.median(times[:10])) * 1e3,
+            "upsert_ms_last10": float(np.median(times[-10:])) * 1e3}, t_start
+
+
+def build_time(res: Dict[str, Any], elapsed: float, n: int) -> None:
+    """`build_s` in `res`: the measured time, or (a build stopped by its budget) extrapolated linearly to n."""
+    if res["indexed"] < n:
+        res.update(extrapolated=True, build_s_measured=elapsed, build_s=elapsed * n / res["indexed"])
+    else:
+        res["build_s"] = elapsed
 
 
 def model_width(backbone: str = "mlcl-tiny") -> int:

@@ -44,7 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import RESULTS_DIR, Timer, machine_info, machine_line, markdown_table, percentiles, progress, rss_bytes, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    RESULTS_DIR, Timer, build_time, machine_info, machine_line, markdown_table, percentiles, progress, rss_bytes,
+    timed_upserts, write_results,
+)
 
 BACKENDS = ("numpy", "torch", "hnswlib", "store-memory", "store-hnsw", "store-milvus")  # store-milvus: bench/milvus_backend.py
 LATENT_DIM = 16
@@ -233,36 +236,10 @@ def run_worker(args: argparse.Namespace) -> Dict[str, Any]:
             store = create_store("memory" if backend == "store-memory" else "hnsw", dim, workdir, hnsw_opts)
             if backend == "store-hnsw":
                 res["build_threads"] = threads
-            t_start = time.perf_counter()
-            chunk_times: List[float] = []
-            indexed = 0
-            bar = progress(total=n, desc=f"{backend} {n}", unit="doc")
-            for start in range(0, n, args.chunk):
-                stop = min(n, start + args.chunk)
-                rows = [{"id": ids[i], "embedding": x[i], "uri": None, "tags": {}} for i in range(start, stop)]
-                t0 = time.perf_counter()
-                store.upsert(rows)
-                chunk_times.append(time.perf_counter() - t0)
-                indexed += len(rows)
-                bar.update(len(rows))
-                if time.perf_counter() - t_start > args.budget_s and indexed < n:
-                    break
-            bar.close()
-            elapsed = time.perf_counter() - t_start
-            res["indexed"] = indexed
-            res["chunk"] = args.chunk
-            res["compactions"] = store.compactions
-            res["first_upsert_ms"] = chunk_times[0] * 1e3
-            res["last_upsert_ms"] = chunk_times[-1] * 1e3
-            # medians of the first and last 10 upserts: O(request) means these stay about equal
-            res["upsert_ms_first10"] = float(np.median(chunk_times[:10])) * 1e3
-            res["upsert_ms_last10"] = float(np.median(chunk_times[-10:])) * 1e3
-            if indexed < n:
-                res["extrapolated"] = True
-                res["build_s_measured"] = elapsed
-                res["build_s"] = elapsed * n / indexed
-            else:
-                res["build_s"] = elapsed
+            built, t_start = timed_upserts(store, ids, x, args.chunk, args.budget_s, f"{backend} {n}")
+            res.update(built, compactions=store.compactions)
+            build_time(res, time.perf_counter() - t_start, n)
+            indexed = built["indexed"]
             if indexed < n:
                 truth = exact_topk(x[:indexed], q)
             if backend == "store-memory":
@@ -278,7 +255,7 @@ def run_worker(args: argparse.Namespace) -> Dict[str, Any]:
         elif backend == "store-milvus":
             from bench.milvus_backend import build
 
-            store, measured, configs = build(x, ids, Path(tmp.name) / "ws", args.chunk, args.budget_s, progress)
+            store, measured, configs = build(x, ids, Path(tmp.name) / "ws", args.chunk, args.budget_s)
             res.update(measured)
             truth = exact_topk(x[: res["indexed"]], q)
         else:

@@ -19,9 +19,11 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from bench.common import build_time, timed_upserts
 
 NLIST = 1024
 NPROBE = (8, 32, 128)
@@ -44,8 +46,8 @@ def _server_rss_mb(uri: str) -> Optional[float]:
     return None
 
 
-def build(x: np.ndarray, ids: List[str], workdir: Path, chunk: int, budget_s: float,
-          progress: Callable[..., Any]) -> Tuple[Any, Dict[str, Any], List[Dict[str, Any]]]:
+def build(x: np.ndarray, ids: List[str], workdir: Path, chunk: int,
+          budget_s: float) -> Tuple[Any, Dict[str, Any], List[Dict[str, Any]]]:
     """Index `x` into a fresh collection; returns (store, measurements, search settings)."""
     from mlcl_executor.stores.milvus import MilvusStore
 
@@ -53,21 +55,8 @@ def build(x: np.ndarray, ids: List[str], workdir: Path, chunk: int, budget_s: fl
     params = {"nlist": NLIST} if INDEX == "IVF_FLAT" else {}
     store = MilvusStore(dim, workdir, index_type=INDEX, index_params=params)
     res: Dict[str, Any] = {"index_type": INDEX, **params}
-    t_start = time.perf_counter()
-    chunk_times: List[float] = []
-    indexed = 0
-    bar = progress(total=n, desc=f"store-milvus {n}", unit="doc")
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        rows = [{"id": ids[i], "embedding": x[i], "uri": None, "tags": {}} for i in range(start, stop)]
-        t0 = time.perf_counter()
-        store.upsert(rows)
-        chunk_times.append(time.perf_counter() - t0)
-        indexed += len(rows)
-        bar.update(len(rows))
-        if time.perf_counter() - t_start > budget_s and indexed < n:
-            break
-    bar.close()
+    built, t_start = timed_upserts(store, ids, x, chunk, budget_s, f"store-milvus {n}")
+    res.update(built)
     res["upsert_s"] = time.perf_counter() - t_start
     t0 = time.perf_counter()
     store.client.flush(store.collection)  # seal the segments: Milvus builds the vector index on sealed ones
@@ -75,16 +64,8 @@ def build(x: np.ndarray, ids: List[str], workdir: Path, chunk: int, budget_s: fl
     # flush waits for what it needs, so it is counted in the build.
     store.search(x[:1], K)
     res["flush_first_search_s"] = time.perf_counter() - t0
-    elapsed = time.perf_counter() - t_start
-    res.update(indexed=indexed, chunk=chunk, compactions=0,
-               first_upsert_ms=chunk_times[0] * 1e3, last_upsert_ms=chunk_times[-1] * 1e3,
-               upsert_ms_first10=float(np.median(chunk_times[:10])) * 1e3,
-               upsert_ms_last10=float(np.median(chunk_times[-10:])) * 1e3,
-               server_rss_mb=_server_rss_mb(store.uri))
-    if indexed < n:
-        res.update(extrapolated=True, build_s_measured=elapsed, build_s=elapsed * n / indexed)
-    else:
-        res["build_s"] = elapsed
+    res.update(compactions=0, server_rss_mb=_server_rss_mb(store.uri))
+    build_time(res, time.perf_counter() - t_start, n)
 
     configs = []
     if INDEX != "IVF_FLAT":
