@@ -21,6 +21,7 @@ validation encodes the gallery once per run, not once per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -177,11 +178,7 @@ def build_feature_cache(model: Any, dataset: TripletDataset, views: int = 4, bat
             log.warning("feature cache %s unreadable (%s); rebuilding", path, exc)
 
     t0 = time.time()
-    was_training = model.training
-    model.eval()
-    rng_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with _eval_seeded(model, seed):
         names = dataset.image_names()
         row = {n: i for i, n in enumerate(names)}
         f_img = _encode_images(model, dataset, names, False, batch_size, num_workers, device, "cache images", progress)
@@ -205,9 +202,6 @@ def build_feature_cache(model: Any, dataset: TripletDataset, views: int = 4, bat
         if hasattr(dataset, "negative_names"):
             neg_rows = torch.tensor([[row[n] for n in dataset.negative_names(i)] for i in range(len(dataset))],
                                     dtype=torch.long).reshape(len(dataset), -1)
-    finally:
-        torch.set_rng_state(rng_state)
-        model.train(was_training)
     cache = FeatureCache(
         f_img=f_img.cpu(), f_txt=f_txt.cpu(),
         ref_rows=torch.tensor([row[t["reference"]] for t in dataset.triplets], dtype=torch.long),
@@ -238,15 +232,22 @@ def redraw_sscl_views(cache: FeatureCache, model: Any, dataset: TripletDataset, 
     if cache.f_aug is None:
         return
     device = torch.device(device)
+    with _eval_seeded(model, seed):
+        refs = dataset.reference_names()
+        views = [_encode_images(model, dataset, refs, True, batch_size, num_workers, device,
+                                f"redraw SSCL view {k + 1}/{cache.views}", progress) for k in range(cache.views)]
+        cache.f_aug = torch.stack(views, dim=1).to(cache.f_img.device)
+
+
+@contextlib.contextmanager
+def _eval_seeded(model: Any, seed: int) -> Iterator[None]:
+    """The model in eval mode and torch's RNG seeded (the views are reproducible) for the block; both restored."""
     was_training = model.training
     model.eval()
     rng_state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
-        refs = dataset.reference_names()
-        views = [_encode_images(model, dataset, refs, True, batch_size, num_workers, device,
-                                f"redraw SSCL view {k + 1}/{cache.views}", progress) for k in range(cache.views)]
-        cache.f_aug = torch.stack(views, dim=1).to(cache.f_img.device)
+        yield
     finally:
         torch.set_rng_state(rng_state)
         model.train(was_training)
