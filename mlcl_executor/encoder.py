@@ -142,9 +142,9 @@ class MLCLEncoder(Executor):
         self.batch_size = int(batch_size)
         self.thumbnail_size, self.thumbnail_max_bytes = int(thumbnail_size), int(thumbnail_max_bytes)
         self.policy = ImagePolicy.create(image_roots, allow_urls, max_image_bytes, max_image_pixels, url_timeout)
-        # Decoding + preprocessing is PIL/numpy work that releases the GIL; a small pool overlaps it.
-        # decode_threads 0: decode in the request's own thread (no hand-off per image; small images decode
-        # faster so on a busy 2-core machine, see docs/performance.md).
+        # decode_threads 0 (config.yml): decode in the request's thread. A pool only pays where decoding
+        # leaves the GIL for long (large JPEGs, many cores); for small images its hand-offs cost more
+        # than they overlap (docs/performance.md).
         self._pool = ThreadPoolExecutor(max_workers=int(decode_threads), thread_name_prefix="mlcl-decode") if int(decode_threads) > 0 else None
         # Model calls run one at a time, also when a Flow sets `allow_concurrent: true` on the encoder
         # (then another request may decode while one is in the model; on 2 cores that was slower:
@@ -247,10 +247,12 @@ class MLCLEncoder(Executor):
         """Fill `embedding` (or `error`) of every document, in place (and `levels`, `tags.thumbnail` when asked)."""
         given = set() if as_query else self._accept_vectors(docs)
         for i, doc in enumerate(docs):
-            # only when set: every assignment to a document is a pydantic validation (~40 us)
-            if i not in given and doc.embedding is not None:
+            if i in given:
+                continue
+            # reset only what is set: every assignment to a document is a pydantic validation
+            if doc.embedding is not None:
                 doc.embedding = None
-            if i not in given and doc.error is not None:
+            if doc.error is not None:
                 doc.error = None
         images = self._prepare_images(docs, thumbnails=thumbnails)
         groups: Dict[Tuple[bool, bool], List[int]] = {}
