@@ -151,14 +151,22 @@ def flow_pids(flow: Any) -> Dict[str, int]:
     return pids
 
 
-def _cpu_s(pid: int) -> float:
+def _cpu_s(pid: int, children: bool = False) -> float:
+    """CPU seconds of a process, or (children=True) of all its child processes (the encoder's decode workers)."""
     import psutil
 
     try:
-        t = psutil.Process(pid).cpu_times()
-        return t.user + t.system
+        procs = psutil.Process(pid).children(recursive=True) if children else [psutil.Process(pid)]
+        return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
     except Exception:  # noqa: BLE001
         return float("nan")
+
+
+def _cpu_all(pids: Dict[str, int]) -> Dict[str, float]:
+    """CPU seconds by process: each of the Flow's processes, and the child processes of each (`NAME+children`)."""
+    out = {name: _cpu_s(pid) for name, pid in pids.items()}
+    out.update({f"{name}+children": _cpu_s(pid, children=True) for name, pid in pids.items()})
+    return out
 
 
 def flow_throughput(port: int, kind: str, images: List[bytes], texts: List[str], batch: int, clients: int,
@@ -174,10 +182,10 @@ def flow_throughput(port: int, kind: str, images: List[bytes], texts: List[str],
         p.start()
     for _ in procs:
         ready.get(timeout=300)
-    cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
+    cpu0 = _cpu_all(pids)
     start.set()
     results = [out.get(timeout=timeout_s) for _ in procs]
-    cpu1 = {name: _cpu_s(pid) for name, pid in pids.items()}
+    cpu1 = _cpu_all(pids)
     for p in procs:
         p.join(timeout=30)
     t0 = min(r["t0"] for r in results)
@@ -185,7 +193,9 @@ def flow_throughput(port: int, kind: str, images: List[bytes], texts: List[str],
     items = sum(r["items"] for r in results)
     lat = [x * 1e3 for r in results for x in r["lat"]]
     n_batches = sum(r["batches"] for r in results)
-    cpu = {name: (cpu1[name] - cpu0[name]) * 1e3 / n_batches for name in pids}
+    # children that did no work (none, or a resource tracker) are left out of the table
+    cpu = {name: (cpu1[name] - cpu0[name]) * 1e3 / n_batches for name in cpu0
+           if not name.endswith("+children") or cpu1[name] - cpu0[name] > 0.01}
     cpu["clients"] = sum(r["cpu_s"] for r in results) * 1e3 / n_batches
     return {"clients": clients, "mode": mode, "items": items, "seconds": t1 - t0, "items_per_s": items / (t1 - t0),
             "request_ms": percentiles(lat) if lat else None, "errors": sum(r["errors"] for r in results),
@@ -195,6 +205,8 @@ def flow_throughput(port: int, kind: str, images: List[bytes], texts: List[str],
 # ------------------------------------------------------------------ profile
 def profile_executor(ckpt: Path, images: List[bytes], texts: List[str], batch: int, reps: int) -> Dict[str, Any]:
     """Where a batch of 32 goes: (de)serialisation, payload, decode+preprocess, forward; cProfile of the endpoint."""
+    import asyncio
+
     import torch
     from docarray import DocList
 
@@ -210,7 +222,7 @@ def profile_executor(ckpt: Path, images: List[bytes], texts: List[str], batch: i
              "response_to_protobuf": []}
         size_req = size_resp = 0
         params = {"as": kind}
-        enc.encode(docs=make_docs(kind, images[:batch], texts[:batch]), parameters=params)  # warm-up
+        asyncio.run(enc.encode(docs=make_docs(kind, images[:batch], texts[:batch]), parameters=params))  # warm-up
         for _ in range(reps):
             docs = make_docs(kind, images[:batch], texts[:batch])
             with Timer() as tm:
@@ -226,7 +238,7 @@ def profile_executor(ckpt: Path, images: List[bytes], texts: List[str], batch: i
                 docs2 = DocList[QueryDoc].from_protobuf(pb2)
             t["from_protobuf"].append(tm.s)
             with Timer() as tm:
-                res = enc.encode(docs=docs2, parameters=params)
+                res = asyncio.run(enc.encode(docs=docs2, parameters=params))
             t["executor"].append(tm.s)
             res = res if res is not None else docs2
             with Timer() as tm:
@@ -244,7 +256,7 @@ def profile_executor(ckpt: Path, images: List[bytes], texts: List[str], batch: i
         batches = [make_docs(kind, images[:batch], texts[:batch]) for _ in range(max(1, reps // 2))]
         prof.enable()
         for docs in batches:
-            enc.encode(docs=docs, parameters=params)
+            asyncio.run(enc.encode(docs=docs, parameters=params))
         prof.disable()
         s = io.StringIO()
         pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(18)
@@ -349,12 +361,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         res["flow"][kind] = []
         for ci, (mode, c) in enumerate(runs_spec):
             runs = [r["flow"][kind][ci] for r in rounds]
-            cpu_keys = runs[0]["cpu_ms_per_batch"].keys()
+            cpu_keys = sorted({k for x in runs for k in x["cpu_ms_per_batch"]})
             res["flow"][kind].append({
                 "mode": mode, "clients": c, "items_per_s": med([x["items_per_s"] for x in runs]),
                 "rounds": [x["items_per_s"] for x in runs],
                 "request_ms_p50": med([x["request_ms"]["p50"] for x in runs]) if runs[0]["request_ms"] else None,
-                "cpu_ms_per_batch": {k: med([x["cpu_ms_per_batch"][k] for x in runs]) for k in cpu_keys},
+                "cpu_ms_per_batch": {k: med([x["cpu_ms_per_batch"].get(k, 0.0) for x in runs]) for k in cpu_keys},
                 "errors": sum(x["errors"] for x in runs),
                 # each round's Flow run against that round's bare run (measured back to back): robust to the
                 # machine's drift between rounds, which the ratio of the medians is not
@@ -389,16 +401,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                           "Flow gRPC", "Flow / bare forward", "Flow / bare decode+forward (median of rounds)",
                           "per round"], rows))
     print(f"\n#### CPU time per batch of {args.batch} by process, Flow runs (ms, median of rounds)\n")
+    keys = sorted({k for kind in KINDS for r in res["flow"][kind] for k in r["cpu_ms_per_batch"]})
     crow = []
     for kind in KINDS:
         for r in res["flow"][kind]:
             cpu = r["cpu_ms_per_batch"]
             total = sum(v for v in cpu.values() if v == v)
             r["cpu_ms_per_batch_total"] = total
-            crow.append([kind, r["mode"], r["clients"], *[cpu.get(k) for k in sorted(cpu)], total,
+            crow.append([kind, r["mode"], r["clients"], *[cpu.get(k) for k in keys], total,
                          res["bare"][kind]["forward"]["cpu_ms_per_batch"], res["bare"][kind]["pipeline"]["cpu_ms_per_batch"],
                          res["bare"][kind]["forward"]["cpu_ms_per_batch"] / total if total else None, r["request_ms_p50"]])
-    keys = sorted(res["flow"][KINDS[0]][0]["cpu_ms_per_batch"])
     print(markdown_table(["kind", "client", "clients", *[f"{k} CPU" for k in keys], "Flow total CPU", "bare forward CPU",
                           "bare decode+forward CPU", "bare forward / Flow CPU", "request p50 ms"], crow))
     if args.profile:

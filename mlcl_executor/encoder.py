@@ -1,9 +1,17 @@
 """MLCLEncoder: a thin Jina Executor around `mlcl.model` (gallery vectors and fused query vectors).
 
-All model work is batched: the documents of a (dynamically batched) request
-are decoded and preprocessed in a thread pool, stacked, and encoded in chunks
-of `batch_size`; a request mixing composed, image-only and text-only queries
-is split into (at most) three groups, one model call per chunk of each.
+All model work is batched: the images of a (dynamically batched) request are
+decoded to pixels in worker processes (`decoding.py`), normalised as one
+tensor, and encoded in chunks of `batch_size`; a request mixing composed,
+image-only and text-only queries is split into (at most) three groups, one
+model call per chunk of each.
+
+The endpoints are coroutines. Jina runs a plain endpoint function in a thread
+beside its event loop, and the two threads take turns at the GIL (the loop
+parses the next request while the model runs), which cost the Flow a fifth of
+the bare model's throughput on 2 cores; a coroutine runs the model in the
+loop's own thread, and awaits the decoding, which overlaps the previous
+request's model call on another core (docs/performance.md).
 
 A gallery document that arrives with an `embedding` (and no image) skips the
 model, if its `mlcl_model` tag names this encoder's checkpoint (see
@@ -17,32 +25,35 @@ bad input, so one bad image cannot fail a batch of other clients' documents.
 # No `from __future__ import annotations`: Jina reads the endpoint annotations
 # (DocList[...] types) at class creation to learn the request/response schemas.
 
+import asyncio
 import os
 import threading
 
 import numpy as np
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from docarray import DocList
+from docarray.proto import DocListProto
 from jina import Executor, requests
 
 from mlcl.paths import DEFAULT_CHECKPOINT
 
 from . import jina_compat
 from .errors import RequestError
-from .image_source import ImagePolicy, ImageSourceError, image_uri, load_image
+from .decoding import DecodeSpec, Decoded, ImageDecoder
+from .image_source import ImagePolicy, image_uri
 from .launcher import model_process
 from .levels import encode_with_levels, param_flag
+from .proto_docs import ProtoQueryDoc, wrap as wrap_proto
 from .schemas import GalleryDoc, LevelDoc, QueryDoc, VectorsDoc
-from .thumbnails import THUMBNAIL_TAG, make_thumbnail
+from .thumbnails import THUMBNAIL_TAG
 from .standard_docs import DOCARRAY_ENDPOINTS, ImageDoc, ImageTextDoc, TextDoc, to_query
 from .vectors import MODEL_TAG, checkpoint_id
 
 DOCUMENTS = ("mlcl", "docarray")
 
-Doc = Union[GalleryDoc, QueryDoc]
+Doc = Union[GalleryDoc, QueryDoc, ProtoQueryDoc]
 
 jina_compat.apply()  # empty requests answered at once; client errors without tracebacks
 
@@ -80,7 +91,8 @@ class MLCLEncoder(Executor):
     model), `device` (`auto`/`cpu`/`cuda[:N]`), `batch_size`,
     `inference_weighting` (`train` | `released`), and the image-source policy
     `image_roots`, `allow_urls`, `max_image_bytes`, `max_image_pixels`, `url_timeout`;
-    gallery thumbnails `thumbnail_size` (px a side, 0: none) and `thumbnail_max_bytes`.
+    gallery thumbnails `thumbnail_size` (px a side, 0: none) and `thumbnail_max_bytes`;
+    `decode_workers` (processes that decode images; 0: decode in the request's thread).
 
     `documents`: `mlcl` (default) serves our schemas (`GalleryDoc`, `QueryDoc`)
     on `/index`, `/update`, `/search`, `/encode`; `docarray` serves docarray's
@@ -101,7 +113,7 @@ class MLCLEncoder(Executor):
         max_image_bytes: int = 20 * 1024 * 1024,
         max_image_pixels: int = 40_000_000,
         url_timeout: float = 10.0,
-        decode_threads: int = 0,
+        decode_workers: int = 1,
         torch_threads: Optional[int] = None,
         thumbnail_size: int = 128,
         thumbnail_max_bytes: int = 32768,
@@ -142,14 +154,16 @@ class MLCLEncoder(Executor):
         self.batch_size = int(batch_size)
         self.thumbnail_size, self.thumbnail_max_bytes = int(thumbnail_size), int(thumbnail_max_bytes)
         self.policy = ImagePolicy.create(image_roots, allow_urls, max_image_bytes, max_image_pixels, url_timeout)
-        # decode_threads 0 (config.yml): decode in the request's thread. A pool only pays where decoding
-        # leaves the GIL for long (large JPEGs, many cores); for small images its hand-offs cost more
-        # than they overlap (docs/performance.md).
-        self._pool = ThreadPoolExecutor(max_workers=int(decode_threads), thread_name_prefix="mlcl-decode") if int(decode_threads) > 0 else None
-        # Model calls run one at a time, also when a Flow sets `allow_concurrent: true` on the encoder
-        # (then another request may decode while one is in the model; on 2 cores that was slower:
-        # the decode and the model's Python contend for the GIL, see docs/performance.md).
+        if int(decode_workers) < 0:
+            raise ValueError(f"MLCLEncoder: decode_workers must be >= 0, got {decode_workers}")
+        spec = DecodeSpec(self.policy, self.model.pixels, self.thumbnail_size, self.thumbnail_max_bytes)
+        self.decoder = ImageDecoder(spec, workers=int(decode_workers), chunk=self.batch_size)
+        # Model calls run one at a time: the endpoints' coroutines interleave only between model calls, and a
+        # plain endpoint (docarray's documents) runs in jina's thread pool. Never held across an `await`.
         self._model_lock = threading.Lock()
+        # Requests past decoding at once: one in the model, one per worker decoding, one queued. More would
+        # only hold decoded pixels in memory while they wait for the model.
+        self._in_flight = asyncio.Semaphore(int(decode_workers) + 2)
         self.logger.info(
             f"MLCLEncoder: {path.name} (model id {self.model_id}) on {self.device}, dim {self.model.embed_dim}, "
             f"image roots {[str(r) for r in self.policy.roots] or 'none'}, urls {'on' if self.policy.allow_urls else 'off'}"
@@ -157,11 +171,11 @@ class MLCLEncoder(Executor):
 
     # ------------------------------------------------------------ endpoints
     @requests(on=["/index", "/update"])
-    def encode_gallery(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
+    async def encode_gallery(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
         """Gallery images -> unit-norm gallery vectors (and a thumbnail in `tags`, see thumbnails.py); documents
         with a vector and no image are checked (width, finite, `tags["mlcl_model"]` = this model's id) and passed
         on without model work (vectors.py)."""
-        self._encode(docs, as_query=False, thumbnails=self.thumbnail_size > 0)
+        await self._encode_async(docs, as_query=False, thumbnails=self.thumbnail_size > 0)
         return docs
 
     @requests(on="/index_vectors")
@@ -187,24 +201,41 @@ class MLCLEncoder(Executor):
         return docs
 
     @requests(on="/search")
-    def encode_queries(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
+    async def encode_queries(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
         """Queries (image + text, image only, or text only) -> fused MLCL query vectors.
 
         `parameters: {"levels": true}`: composed queries also get each fusion level's vector (`levels`).
         """
         for doc in docs:
             doc.levels = DocList[LevelDoc]()
-        self._encode(docs, as_query=True, levels=param_flag(parameters, "levels"))
+        await self._encode_async(docs, as_query=True, levels=param_flag(parameters, "levels"))
         return docs
 
     @requests(on="/encode")
-    def encode(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
-        """Vectors without indexing: queries by default, gallery vectors with `parameters: {"as": "gallery"}`."""
+    @jina_compat.raw_documents("encode_proto")
+    async def encode(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
+        """Vectors without indexing: queries by default, gallery vectors with `parameters: {"as": "gallery"}`.
+
+        In a Flow, requests whose documents `proto_docs` can read are answered by `encode_proto` instead
+        (the same work, without building docarray documents)."""
+        await self._encode_async(docs, as_query=self._encode_as(parameters))
+        return docs
+
+    async def encode_proto(self, docs: DocListProto, parameters: Optional[Dict[str, Any]] = None) -> bool:
+        """`/encode` on the request's protobuf, in place; False (nothing changed) when `proto_docs.wrap` cannot read it."""
+        as_query = self._encode_as(parameters)
+        wrapped = wrap_proto(docs)
+        if wrapped is None:
+            return False
+        await self._encode_async(wrapped, as_query=as_query)
+        return True
+
+    @staticmethod
+    def _encode_as(parameters: Optional[Dict[str, Any]]) -> bool:
         kind = str((parameters or {}).get("as", "query")).lower()
         if kind not in ("query", "gallery"):
             raise RequestError(f"parameter 'as' must be 'query' or 'gallery', got {kind!r}")
-        self._encode(docs, as_query=kind == "query")
-        return docs
+        return kind == "query"
 
     # ------------------------------------------- docarray's standard documents
     # Not decorated: bound to endpoints by `documents: docarray` (or `uses_requests`); Jina reads
@@ -245,7 +276,30 @@ class MLCLEncoder(Executor):
     # -------------------------------------------------------------- helpers
     def _encode(self, docs: Sequence[Doc], as_query: bool, levels: bool = False, thumbnails: bool = False) -> None:
         """Fill `embedding` (or `error`) of every document, in place (and `levels`, `tags.thumbnail` when asked)."""
+        given, todo = self._begin(docs, as_query)
+        pixels = self._take_decoded(docs, todo, self.decoder.decode([docs[i].image for i in todo], thumbnails))
+        for key, chunk in self._model_batches(docs, given, as_query):
+            with self._model_lock:
+                self._run_model(docs, key, chunk, pixels, as_query, levels)
+        drop_payloads(docs)
+
+    async def _encode_async(self, docs: Sequence[Doc], as_query: bool, levels: bool = False, thumbnails: bool = False) -> None:
+        """`_encode` for the endpoints: decoding is awaited (other requests go on meanwhile), the model runs here."""
+        given, todo = self._begin(docs, as_query)
+        async with self._in_flight:
+            decoded = await self.decoder.decode_async([docs[i].image for i in todo], thumbnails)
+            pixels = self._take_decoded(docs, todo, decoded)
+            for n, (key, chunk) in enumerate(self._model_batches(docs, given, as_query)):
+                if n:
+                    await asyncio.sleep(0)  # a large request lets the loop serve others between model calls
+                with self._model_lock:
+                    self._run_model(docs, key, chunk, pixels, as_query, levels)
+        drop_payloads(docs)
+
+    def _begin(self, docs: Sequence[Doc], as_query: bool) -> Tuple[set, List[int]]:
+        """Reset the outputs, check vectors sent in bulk; -> (positions with a given vector, positions to decode)."""
         given = set() if as_query else self._accept_vectors(docs)
+        todo = []
         for i, doc in enumerate(docs):
             if i in given:
                 continue
@@ -254,16 +308,32 @@ class MLCLEncoder(Executor):
                 doc.embedding = None
             if doc.error is not None:
                 doc.error = None
-        images = self._prepare_images(docs, thumbnails=thumbnails)
+            if doc.image is not None:
+                todo.append(i)
+        return given, todo
+
+    def _take_decoded(self, docs: Sequence[Doc], todo: List[int], results: List[Decoded]) -> Dict[int, np.ndarray]:
+        """Pixels by position; a failed image becomes the document's `error`, a thumbnail goes into its tags."""
+        pixels: Dict[int, np.ndarray] = {}
+        for i, result in zip(todo, results):
+            doc = docs[i]
+            if isinstance(result, str):
+                doc.error = f"{doc_name(doc, i)}: {result}"
+                continue
+            pixels[i], thumbnail = result
+            if thumbnail:
+                doc.tags = {**(doc.tags or {}), THUMBNAIL_TAG: thumbnail}
+        return pixels
+
+    def _model_batches(self, docs: Sequence[Doc], given: set, as_query: bool) -> List[Tuple[Tuple[bool, bool], List[int]]]:
+        """((has image, has text), positions) per model call: documents grouped by kind, in chunks of `batch_size`."""
         groups: Dict[Tuple[bool, bool], List[int]] = {}
         for i, doc in enumerate(docs):
-            if i in given:
+            if i in given or doc.error:  # a given vector, or an image that failed to load
                 continue
             text = getattr(doc, "text", None) if as_query else None
             text = text.strip() if isinstance(text, str) else None
             has_image = doc.image is not None
-            if doc.error:  # the image failed to load
-                continue
             if not as_query and not has_image:
                 doc.error = f"{doc_name(doc, i)}: has no image (a gallery document needs one)"
                 continue
@@ -271,32 +341,27 @@ class MLCLEncoder(Executor):
                 doc.error = f"{doc_name(doc, i)}: has neither image nor text"
                 continue
             groups.setdefault((has_image, bool(text)), []).append(i)
+        return [(key, idx[s : s + self.batch_size]) for key, idx in groups.items() for s in range(0, len(idx), self.batch_size)]
 
-        with self._model_lock:
-            self._run_model(docs, groups, images, as_query, levels)
-        drop_payloads(docs)
-
-    def _run_model(self, docs: Sequence[Doc], groups: Dict[Tuple[bool, bool], List[int]], images: Dict[int, Any],
+    def _run_model(self, docs: Sequence[Doc], key: Tuple[bool, bool], chunk: List[int], pixels: Dict[int, np.ndarray],
                    as_query: bool, levels: bool) -> None:
         import torch
 
-        for (has_image, has_text), idx in groups.items():
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start : start + self.batch_size]
-                batch = torch.stack([images[i] for i in chunk]).to(self.device) if has_image else None
-                texts = [docs[i].text.strip() for i in chunk] if has_text else None
-                with torch.inference_mode():
-                    if as_query and levels and has_image and has_text:
-                        vectors, per_level = encode_with_levels(self.model, batch, texts)
-                        for row, i in enumerate(chunk):
-                            docs[i].levels = per_level[row]
-                    elif as_query:
-                        vectors = self.model.encode_query(images=batch, texts=texts)
-                    else:
-                        vectors = self.model.encode_image(batch)
-                vectors = vectors.float().cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors
+        has_image, has_text = key
+        batch = self.model.images_from_pixels([pixels[i] for i in chunk], self.device) if has_image else None
+        texts = [docs[i].text.strip() for i in chunk] if has_text else None
+        with torch.inference_mode():
+            if as_query and levels and has_image and has_text:
+                vectors, per_level = encode_with_levels(self.model, batch, texts)
                 for row, i in enumerate(chunk):
-                    docs[i].embedding = vectors[row]
+                    docs[i].levels = per_level[row]
+            elif as_query:
+                vectors = self.model.encode_query(images=batch, texts=texts)
+            else:
+                vectors = self.model.encode_image(batch)
+        vectors = vectors.float().cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors
+        for row, i in enumerate(chunk):
+            docs[i].embedding = vectors[row]
 
     def _accept_vectors(self, docs: Sequence[Doc]) -> set:
         """Positions of gallery documents that bring their own vector (no image): checked here, no model work."""
@@ -325,36 +390,7 @@ class MLCLEncoder(Executor):
                 doc.embedding = vec
         return given
 
-    def _prepare_images(self, docs: Sequence[Doc], thumbnails: bool = False) -> Dict[int, "torch.Tensor"]:  # noqa: F821
-        """Decode + preprocess every document's image in the pool; failures become `error`.
-
-        `thumbnails`: also put a small data-URI thumbnail in each document's tags (gallery documents).
-        """
-        todo = [(i, doc) for i, doc in enumerate(docs) if doc.image is not None]
-        prepare = lambda item: self._prepare_one(item[1].image, thumbnails)  # noqa: E731
-        results = self._pool.map(prepare, todo) if self._pool is not None else map(prepare, todo)
-        tensors: Dict[int, Any] = {}
-        for (i, doc), result in zip(todo, results):
-            if isinstance(result, str):
-                doc.error = f"{doc_name(doc, i)}: {result}"
-            else:
-                tensors[i], thumbnail = result
-                if thumbnail:
-                    doc.tags = {**(doc.tags or {}), THUMBNAIL_TAG: thumbnail}
-        return tensors
-
-    def _prepare_one(self, value: Any, thumbnail: bool = False) -> Union[Tuple["torch.Tensor", Optional[str]], str]:  # noqa: F821
-        try:
-            image = load_image(value, self.policy)
-            small = make_thumbnail(image, self.thumbnail_size, self.thumbnail_max_bytes) if thumbnail else None
-            return self.model.preprocess(image), small
-        except ImageSourceError as exc:
-            return str(exc)
-        except Exception as exc:  # a preprocessing failure must not fail the other documents
-            return f"image could not be preprocessed ({type(exc).__name__}: {exc})"
-
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.decoder.close()
         super().close()
 

@@ -60,6 +60,14 @@ def default_checkpoint_or_tiny() -> Path:
     return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else tiny_checkpoint()
 
 
+def run_endpoint(result: Any) -> Any:
+    """The answer of an Executor endpoint called directly: the encoder's endpoints are coroutines."""
+    import asyncio
+    import inspect
+
+    return asyncio.run(result) if inspect.isawaitable(result) else result
+
+
 def png_bytes(colour: Any = (200, 30, 30), size: tuple = (40, 30)) -> bytes:
     from PIL import Image
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from docarray import DocList
 
-from conftest_serving import png_bytes, tiny_checkpoint
+from conftest_serving import png_bytes, run_endpoint, tiny_checkpoint
 from mlcl_executor.encoder import MLCLEncoder
 from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
 from mlcl_executor.serving import free_port, grpc_client
@@ -46,7 +46,7 @@ def test_vectors_with_the_model_id_skip_the_model_others_are_refused(encoder):
         GalleryDoc(id="img", image=png_bytes((200, 30, 30))),
     ])
     encoder.calls.clear()
-    out = encoder.encode_gallery(docs=docs)
+    out = run_endpoint(encoder.encode_gallery(docs=docs))
     assert encoder.calls == [1]  # only the image went through the model
     np.testing.assert_array_equal(out[0].embedding, good[0])
     assert out[0].error is None and out[0].tags == {"kind": "vector"}  # the model tag is checked, then dropped
@@ -57,7 +57,7 @@ def test_vectors_with_the_model_id_skip_the_model_others_are_refused(encoder):
     assert all(d.embedding is None for d in out[1:5])
     assert out[5].error is None and out[5].embedding.shape == (dim,)
     # queries never take a client's vector: /search encodes what it is given
-    q = encoder.encode_queries(docs=DocList[QueryDoc]([QueryDoc(id="q", embedding=good[0])]))[0]
+    q = run_endpoint(encoder.encode_queries(docs=DocList[QueryDoc]([QueryDoc(id="q", embedding=good[0])])))[0]
     assert q.embedding is None and "neither image nor text" in q.error
 
 
@@ -163,7 +163,7 @@ def test_encode_as_gallery_always_recomputes_a_querys_vector(encoder):
     # /encode takes QueryDocs: a vector left from an earlier call is not a "vector in bulk" (and has no model tag)
     dim = encoder.model.embed_dim
     docs = DocList[QueryDoc]([QueryDoc(id="a", image=png_bytes((30, 30, 200)))])
-    first = encoder.encode(docs=docs, parameters={"as": "gallery"})[0]
+    first = run_endpoint(encoder.encode(docs=docs, parameters={"as": "gallery"}))[0]
     assert first.error is None and first.embedding.shape == (dim,)
-    again = encoder.encode(docs=DocList[QueryDoc]([QueryDoc(id="a", embedding=np.ones(dim, np.float32))]), parameters={"as": "gallery"})[0]
+    again = run_endpoint(encoder.encode(docs=DocList[QueryDoc]([QueryDoc(id="a", embedding=np.ones(dim, np.float32))]), parameters={"as": "gallery"}))[0]
     assert again.embedding is None and "has no image" in again.error

@@ -17,7 +17,7 @@ from docarray.index import InMemoryExactNNIndex
 from jina import Executor, Flow, requests
 from PIL import Image
 
-from conftest_serving import REPO_ROOT, data_uri, png_bytes, shapes_test_split, tiny_checkpoint
+from conftest_serving import REPO_ROOT, data_uri, png_bytes, shapes_test_split, run_endpoint, tiny_checkpoint
 from mlcl_executor.encoder import MLCLEncoder
 from mlcl_executor.schemas import GalleryDoc, QueryDoc
 from mlcl_executor.serving import free_port
@@ -80,7 +80,7 @@ def test_standard_documents_map_to_our_vectors(encoders):
     # An ImageDoc's image is its tensor, else bytes_, else url (a data URI here): one vector.
     images = DocList[ImageDoc]([ImageDoc(id="t", tensor=tensor), ImageDoc(id="b", bytes_=png), ImageDoc(id="u", url=data_uri(png))])
     standard.encode_image_docs(images)
-    gallery = ours.encode_gallery(DocList[GalleryDoc]([GalleryDoc(id="g", image=png)]))[0].embedding
+    gallery = run_endpoint(ours.encode_gallery(DocList[GalleryDoc]([GalleryDoc(id="g", image=png)])))[0].embedding
     for doc in images:
         np.testing.assert_allclose(doc.embedding, gallery, atol=1e-5)
     assert images[1].bytes_ == png  # the user's payload is left alone
@@ -91,9 +91,9 @@ def test_standard_documents_map_to_our_vectors(encoders):
         ImageTextDoc(id="image", image=ImageDoc(bytes_=png)),
     ]))
     texts = standard.encode_text_docs(DocList[TextDoc]([TextDoc(id="t", text="a blue square")]))
-    mine = ours.encode_queries(DocList[QueryDoc]([
+    mine = run_endpoint(ours.encode_queries(DocList[QueryDoc]([
         QueryDoc(image=png, text="make it blue"), QueryDoc(text="a blue square"), QueryDoc(image=png),
-    ]))
+    ])))
     for doc, ref in zip(composed, mine):
         np.testing.assert_allclose(doc.embedding, ref.embedding, atol=1e-5)
     np.testing.assert_allclose(texts[0].embedding, mine[1].embedding, atol=1e-5)

@@ -8,7 +8,7 @@ import torch
 from docarray import DocList
 from PIL import Image
 
-from conftest_serving import data_uri, png_bytes, tiny_checkpoint
+from conftest_serving import data_uri, png_bytes, run_endpoint, tiny_checkpoint
 from mlcl_executor.errors import RequestError
 from mlcl_executor.encoder import MLCLEncoder
 from mlcl_executor.schemas import GalleryDoc, QueryDoc
@@ -51,7 +51,7 @@ def direct_query(enc, image=None, text=None):
 def test_gallery_vectors_are_unit_norm_and_batched(encoder):
     encoder.calls["image"].clear()
     docs = DocList[GalleryDoc]([GalleryDoc(id=f"g{i}", image=png_bytes(COLOURS[i % 6], (30 + i, 20))) for i in range(10)])
-    out = encoder.encode_gallery(docs=docs)
+    out = run_endpoint(encoder.encode_gallery(docs=docs))
     vectors = np.stack([d.embedding for d in out])
     assert vectors.shape == (10, encoder.model.embed_dim)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -69,7 +69,7 @@ def test_mixed_queries_are_grouped_and_match_the_model(encoder):
         QueryDoc(id="neither", text="   "),
         QueryDoc(id="tensor", image=np.asarray(Image.open(__import__("io").BytesIO(red)))),
     ])
-    out = encoder.encode_queries(docs=docs)
+    out = run_endpoint(encoder.encode_queries(docs=docs))
     assert sorted(encoder.calls["query"], key=str) == sorted([(2, 2), (2, None), (None, 1)], key=str)
     np.testing.assert_allclose(out[0].embedding, direct_query(encoder, red, "make the red square blue"), atol=1e-5)
     np.testing.assert_allclose(out[1].embedding, direct_query(encoder, blue), atol=1e-5)
@@ -91,7 +91,7 @@ def test_bad_documents_get_errors_and_the_rest_are_served(encoder, roots, tmp_pa
         QueryDoc(id="relative", image="red.png", text="make it blue"),
         QueryDoc(id="empty"),
     ])
-    out = {d.id: d for d in encoder.encode_queries(docs=docs)}
+    out = {d.id: d for d in run_endpoint(encoder.encode_queries(docs=docs))}
     for ok in ("ok", "inside", "relative"):
         assert out[ok].error is None and out[ok].embedding is not None
     assert out["corrupt"].error.startswith("document 'corrupt': bytes (") and "corrupt" in out["corrupt"].error
@@ -104,20 +104,20 @@ def test_bad_documents_get_errors_and_the_rest_are_served(encoder, roots, tmp_pa
 def test_gallery_needs_an_image_and_documents_without_ids_are_named_by_position(encoder):
     docs = DocList[GalleryDoc]([GalleryDoc(id="a", image=png_bytes()), GalleryDoc(id="b")])
     docs[1].id = None  # as over HTTP, where clients may omit ids
-    out = encoder.encode_gallery(docs=docs)
+    out = run_endpoint(encoder.encode_gallery(docs=docs))
     assert out[0].error is None
     assert out[1].error == "document #1 (no id): has no image (a gallery document needs one)"
 
 
 def test_encode_endpoint_does_queries_or_gallery(encoder):
     img = png_bytes(COLOURS[3])
-    as_gallery = encoder.encode(docs=DocList[QueryDoc]([QueryDoc(image=img, text="ignored")]), parameters={"as": "gallery"})
-    indexed = encoder.encode_gallery(docs=DocList[GalleryDoc]([GalleryDoc(image=img)]))
+    as_gallery = run_endpoint(encoder.encode(docs=DocList[QueryDoc]([QueryDoc(image=img, text="ignored")]), parameters={"as": "gallery"}))
+    indexed = run_endpoint(encoder.encode_gallery(docs=DocList[GalleryDoc]([GalleryDoc(image=img)])))
     np.testing.assert_allclose(as_gallery[0].embedding, indexed[0].embedding, atol=1e-6)
-    as_query = encoder.encode(docs=DocList[QueryDoc]([QueryDoc(image=img, text="make it red")]), parameters={})
+    as_query = run_endpoint(encoder.encode(docs=DocList[QueryDoc]([QueryDoc(image=img, text="make it red")]), parameters={}))
     assert not np.allclose(as_query[0].embedding, indexed[0].embedding)
     with pytest.raises(RequestError, match="parameter 'as' must be 'query' or 'gallery', got 'both'"):
-        encoder.encode(docs=DocList[QueryDoc]([QueryDoc(id="z", image=img)]), parameters={"as": "both"})
+        run_endpoint(encoder.encode(docs=DocList[QueryDoc]([QueryDoc(id="z", image=img)]), parameters={"as": "both"}))
 
 
 def test_configuration_errors_are_clear(tmp_path):

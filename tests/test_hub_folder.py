@@ -13,7 +13,7 @@ import pytest
 import yaml
 from docarray import DocList
 
-from conftest_serving import REPO_ROOT, png_bytes, tiny_checkpoint
+from conftest_serving import REPO_ROOT, png_bytes, run_endpoint, tiny_checkpoint
 
 HUB = REPO_ROOT / "hub" / "MLCLEncoder"
 pytestmark = pytest.mark.timeout(120)
@@ -48,7 +48,7 @@ def test_config_loads_a_working_encoder():
         try:
             assert type(enc).__name__ == "MLCLEncoder" and enc.documents == documents
             if documents == "mlcl":
-                out = enc.encode_queries(DocList[QueryDoc]([QueryDoc(image=png_bytes(), text="make it blue")]))
+                out = run_endpoint(enc.encode_queries(DocList[QueryDoc]([QueryDoc(image=png_bytes(), text="make it blue")])))
                 assert out[0].error is None and out[0].embedding is not None
             else:
                 assert sorted(e for e in enc.requests if not e.startswith("_jina")) == ["/index", "/search"]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from docarray import DocList
 from PIL import Image
 
-from conftest_serving import data_uri, png_bytes, tiny_checkpoint
+from conftest_serving import data_uri, png_bytes, run_endpoint, tiny_checkpoint
 from mlcl_executor.encoder import MLCLEncoder
 from mlcl_executor.indexer import MLCLIndexer, MLCLMerger
 from mlcl_executor.schemas import GalleryDoc, QueryDoc
@@ -69,9 +69,9 @@ def test_encoder_adds_level_vectors_only_when_asked_and_only_to_composed_queries
             QueryDoc(id="text", text="a blue circle"),
         ])
 
-    plain = encoder.encode_queries(queries())
+    plain = run_endpoint(encoder.encode_queries(queries()))
     assert all(len(d.levels) == 0 for d in plain)
-    asked = encoder.encode_queries(queries(), parameters={"levels": True})
+    asked = run_endpoint(encoder.encode_queries(queries(), parameters={"levels": True}))
     both = asked[0]
     assert [lv.level for lv in both.levels] == ["low", "mid", "high"]
     np.testing.assert_allclose(both.embedding, plain[0].embedding, atol=1e-5)  # the fused vector is unchanged
@@ -91,7 +91,7 @@ def test_encoder_keeps_a_size_capped_thumbnail_with_each_gallery_image(encoder):
         GalleryDoc(id="noise", image=buf.getvalue()),
         GalleryDoc(id="broken", image=b"not an image"),
     ])
-    out = encoder.encode_gallery(docs)
+    out = run_endpoint(encoder.encode_gallery(docs))
     red = decode(out[0].tags["thumbnail"])
     assert red.size == (16, 12) and out[0].tags["colour"] == "red"
     assert red.convert("RGB").getpixel((8, 6)) == COLOURS[0]  # PNG: lossless for flat images

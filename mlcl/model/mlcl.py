@@ -13,7 +13,8 @@ from .backbone import create_backbone, create_tokenizer, image_size, image_stats
 from .combiner import MultiLevelCombiner
 from .losses import contrastive_ce, level_weights
 from .method import MethodConfig, get_method
-from .transforms import eval_transform
+from ..pixels import PixelSpec
+from .transforms import eval_transform, pixels_to_batch
 
 INFERENCE_WEIGHTINGS = ("train", "released")
 STAGE1_SCALE = 100.0  # the authors' fixed logit scale for the sum-fusion fine-tune
@@ -50,7 +51,10 @@ class MLCLModel(nn.Module):
         mean, std = image_stats(self.backbone)
         self.image_size = image_size(self.backbone)
         self.image_mean, self.image_std = mean, std
-        self.preprocess = eval_transform(self.image_size, mean, std, config.get("target_pad_ratio", 1.25))
+        # Per image: PIL -> normalised tensor. Batched alternative: `pixels` per image (PIL/numpy only, e.g. in
+        # a decode worker process), then `images_from_pixels` on the batch; both give the same values.
+        self.pixels = PixelSpec(self.image_size, config.get("target_pad_ratio", 1.25))
+        self.preprocess = eval_transform(self.image_size, mean, std, self.pixels.target_ratio)
         self.stage = self.method.stage
         self.train_text_encoder = self.train_image_encoder = True
         self.set_stage(self.stage)
@@ -129,6 +133,11 @@ class MLCLModel(nn.Module):
         )
         query = sum(weights[level] * levels[level] for level in self.method.levels)
         return F.normalize(query, dim=-1)
+
+    def images_from_pixels(self, pixels: Sequence[Any], device: str | torch.device | None = None) -> torch.Tensor:
+        """uint8 arrays from `self.pixels` (H, W, 3 each) -> the normalised batch `encode_*` take (= `preprocess`)."""
+        device = device if device is not None else next(self.parameters()).device
+        return pixels_to_batch(pixels, self.image_mean, self.image_std, device)
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,82 @@
+"""Image decoding in worker processes (decoding.py): the same pixels, thumbnails and errors as decoding inline;
+a worker that dies fails only the images it held, and the next request is served."""
+
+import asyncio
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest_serving import data_uri, png_bytes
+from mlcl.pixels import PixelSpec
+from mlcl_executor.decoding import DecodeSpec, ImageDecoder
+from mlcl_executor.image_source import ImagePolicy
+
+
+class WorkerKiller:
+    """A value whose unpickling ends the process that receives it (a decoder crash on a hostile file)."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+def values():
+    return [
+        png_bytes((200, 30, 30), (40, 30)),
+        data_uri(png_bytes((30, 200, 30), (90, 20))),
+        np.full((16, 24, 3), 120, np.uint8),
+        torch.linspace(0, 1, 1200).reshape(3, 20, 20),  # a float CxHxW tensor
+        b"corrupt",
+        "/etc/passwd",
+        png_bytes((10, 10, 10), (300, 200)),
+    ]
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return DecodeSpec(ImagePolicy.create(), PixelSpec(32, 1.25), thumbnail_size=16, thumbnail_max_bytes=4096)
+
+
+def same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        if isinstance(x, str):
+            assert x == y
+        else:
+            np.testing.assert_array_equal(x[0], y[0])
+            assert x[1] == y[1]
+
+
+def test_workers_decode_like_the_calling_thread(spec):
+    inline = ImageDecoder(spec, workers=0).decode(values(), thumbnails=True)
+    assert [type(r).__name__ for r in inline] == ["tuple"] * 4 + ["str", "str", "tuple"]
+    assert inline[0][0].shape == (32, 32, 3) and inline[0][0].dtype == np.uint8 and inline[0][1].startswith("data:image/")
+    decoder = ImageDecoder(spec, workers=2, chunk=3)  # three chunks over two workers, answers in order
+    try:
+        same(decoder.decode(values(), thumbnails=True), inline)
+        same(asyncio.run(decoder.decode_async(values(), thumbnails=True)), inline)
+        assert decoder.decode([], thumbnails=False) == []
+        # the workers import PIL and numpy, not torch
+        assert decoder._pool.submit(eval, "'torch' in __import__('sys').modules").result(timeout=60) is False
+    finally:
+        decoder.close()
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_dead_worker_fails_only_its_images_and_the_pool_restarts(spec, use_async):
+    decoder = ImageDecoder(spec, workers=1, chunk=1)
+    run = (lambda vs: asyncio.run(decoder.decode_async(vs))) if use_async else decoder.decode
+    try:
+        out = run([png_bytes(), WorkerKiller()])
+        assert isinstance(out[1], str) and "decoder process stopped" in out[1]
+        assert isinstance(out[0], (str, tuple))  # queued beside the crash: decoded, or failed with it
+        again = run(values())  # a new worker serves the next request
+        same(again, ImageDecoder(spec, workers=0).decode(values()))
+    finally:
+        decoder.close()
+
+
+def test_negative_workers_are_refused(spec):
+    with pytest.raises(ValueError, match="decode workers must be >= 0"):
+        ImageDecoder(spec, workers=-1)
