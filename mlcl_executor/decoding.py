@@ -3,8 +3,9 @@
 Why processes: the encoder's model and an image decoder both run Python that
 needs the GIL, so a decoding thread only takes turns with the model; a worker
 process decodes the next request's images on another core while the model
-encodes this one's (docs/performance.md). A worker imports only PIL and numpy
-(`image_source`, `thumbnails`, `mlcl.pixels`): no torch, no jina.
+encodes this one's (docs/performance.md). A worker (`decode_worker.py`) imports
+only PIL and numpy (`image_source`, `thumbnails`, `mlcl.pixels`): no torch, no
+jina; it exits when its pipe closes or the encoder process goes.
 
 What a worker returns per image is `(pixels, thumbnail)` (uint8 HxWx3 from
 `PixelSpec`, a data URI or None) or an error string; the encoder normalises the
@@ -17,15 +18,16 @@ images it held: they get an error, the pool starts again, the encoder serves on.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import itertools
 import os
-import signal
+import pickle
+import struct
+import subprocess
+import sys
 import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -33,6 +35,8 @@ from mlcl.pixels import PixelSpec
 
 from .image_source import ImagePolicy, ImageSourceError, load_image
 from .thumbnails import make_thumbnail
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: One image's outcome: (pixels, thumbnail data URI or None), or why it could not be used.
 Decoded = Union[Tuple[np.ndarray, Optional[str]], str]
@@ -78,103 +82,155 @@ def portable(value: Any) -> Any:
     return value
 
 
-def _worker_init(parent: int) -> None:
-    # Ctrl-C reaches the whole process group: the encoder shuts its pool down, the worker must not print a
-    # traceback. And a worker must not outlive an encoder killed without shutting down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="mlcl-decode-watch", daemon=True).start()
+class WorkerDied(RuntimeError):
+    """A decode worker process ended while it held images."""
 
 
-def _ready() -> bool:
-    return True
+def write_frame(stream: Any, obj: Any) -> None:
+    """One message on a pipe: 8-byte length, then the pickle."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("<Q", len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def read_frame(stream: Any) -> Any:
+    """The next message, or EOFError when the other side has gone."""
+    head = stream.read(8)
+    if len(head) < 8:
+        raise EOFError
+    size = struct.unpack("<Q", head)[0]
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)
+
+
+class _Worker:
+    """One decode process, `python -m mlcl_executor.decode_worker`, fed chunks over its stdin.
+
+    Not `multiprocessing`: its spawned children re-import the parent's main script, and a user's
+    script that builds a Flow without an `if __name__ == "__main__"` guard would run twice.
+    """
+
+    def __init__(self, spec: DecodeSpec) -> None:
+        # the worker imports this very copy of mlcl (a checkout on sys.path or the installed package)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "mlcl_executor.decode_worker", str(os.getpid())],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._lock = threading.Lock()  # one writer at a time; guards `_pending`
+        self._pending: Dict[int, Future] = {}
+        self._ids = itertools.count()
+        self.dead: Optional[str] = None
+        write_frame(self.proc.stdin, spec)
+        threading.Thread(target=self._read, name="mlcl-decode-reader", daemon=True).start()
+
+    def submit(self, values: List[Any], thumbnails: bool) -> Future:
+        fut: Future = Future()
+        with self._lock:
+            if self.dead:
+                fut.set_exception(WorkerDied(self.dead))
+                return fut
+            key = next(self._ids)
+            self._pending[key] = fut
+            try:
+                write_frame(self.proc.stdin, (key, values, thumbnails))
+            except (OSError, ValueError) as exc:  # the pipe closed: the worker is gone
+                self._pending.pop(key, None)
+                fut.set_exception(WorkerDied(f"decode worker unreachable ({exc})"))
+        return fut
+
+    def _read(self) -> None:
+        try:
+            while True:
+                key, results = read_frame(self.proc.stdout)
+                with self._lock:
+                    fut = self._pending.pop(key, None)
+                if fut is not None:
+                    fut.set_result(results)
+        except (EOFError, OSError, pickle.UnpicklingError, ValueError):
+            pass
+        code = self.proc.wait()
+        with self._lock:
+            self.dead = f"decode worker exited with code {code}"
+            pending, self._pending = list(self._pending.values()), {}
+        for fut in pending:
+            fut.set_exception(WorkerDied(self.dead))
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # the worker's read sees the end and it exits
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 class ImageDecoder:
     """Decodes the images of a request, in `workers` processes (0: in the calling thread).
 
-    A request's images go to the workers in chunks of `chunk` (one round trip each), so several
-    workers share a large request and results come back in order.
+    A request's images go to the workers in chunks of `chunk` (one round trip each, round robin),
+    so several workers share a large request; results come back in order.
     """
 
     def __init__(self, spec: DecodeSpec, workers: int = 1, chunk: int = 32) -> None:
         if workers < 0:
             raise ValueError(f"decode workers must be >= 0, got {workers}")
-        self.spec, self.workers, self.chunk = spec, int(workers), max(1, int(chunk))
-        self._pool: Optional[ProcessPoolExecutor] = None
+        self.spec, self.chunk = spec, max(1, int(chunk))
         self._restart = threading.Lock()
-        if self.workers:
-            self._pool = self._start()
+        self._next = itertools.count()
+        self._workers: List[_Worker] = [_Worker(spec) for _ in range(int(workers))]
 
-    def _start(self) -> ProcessPoolExecutor:
-        # spawn: the encoder process has torch's threads running, and a fork of it may deadlock
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(os.getpid(),))
-        for _ in range(self.workers):  # start the workers now (beside the model's load), not at the first request
-            pool.submit(_ready)
-        return pool
+    @property
+    def pids(self) -> List[int]:
+        return [w.proc.pid for w in self._workers]
 
-    def _chunks(self, values: Sequence[Any]) -> List[List[Any]]:
+    def _worker(self) -> _Worker:
+        """The next worker, round robin; one that died (a crash on a hostile file) is started again first."""
+        i = next(self._next) % len(self._workers)
+        worker = self._workers[i]
+        if worker.dead:
+            with self._restart:
+                if self._workers[i] is worker:
+                    worker.close()
+                    self._workers[i] = _Worker(self.spec)
+                worker = self._workers[i]
+        return worker
+
+    def _submit(self, values: Sequence[Any], thumbnails: bool) -> List[Tuple[int, Future]]:
         items = [portable(v) for v in values]
-        return [items[s : s + self.chunk] for s in range(0, len(items), self.chunk)]
+        chunks = [items[s : s + self.chunk] for s in range(0, len(items), self.chunk)]
+        return [(len(c), self._worker().submit(c, thumbnails)) for c in chunks]
 
-    def _restarted(self, pool: ProcessPoolExecutor) -> ProcessPoolExecutor:
-        """A pool in place of `pool`, whose worker died (started once, however many requests notice)."""
-        with self._restart:
-            if self._pool is pool:
-                pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._start()
-            return self._pool  # type: ignore[return-value]
-
-    def _submit(self, submit: Callable[[ProcessPoolExecutor, List[Any]], Any], chunks: List[List[Any]]) -> Tuple[ProcessPoolExecutor, List[Any]]:
-        """One task per chunk; a pool whose worker died since the last request refuses work: started again first."""
-        for attempt in (0, 1):
-            pool = self._pool
-            assert pool is not None
-            try:
-                return pool, [submit(pool, chunk) for chunk in chunks]
-            except BrokenProcessPool:
-                if attempt:
-                    raise
-                self._restarted(pool)
-        raise AssertionError("unreachable")
-
-    def _failed(self, pool: ProcessPoolExecutor, n: int, exc: BaseException) -> List[Decoded]:
-        """The images of a chunk whose worker died: each gets the reason; the pool is started again."""
-        self._restarted(pool)
-        return [f"the image decoder process stopped while decoding this image ({type(exc).__name__}); "
-                "the image may be malformed"] * n
+    @staticmethod
+    def _failed(n: int, exc: BaseException) -> List[Decoded]:
+        return [f"the image decoder process stopped while this image was queued or decoding ({exc}); "
+                "an image in this request may be malformed"] * n
 
     def decode(self, values: Sequence[Any], thumbnails: bool = False) -> List[Decoded]:
         """Decode `values` (blocking); one result per value, in order."""
-        if self._pool is None:
+        if not self._workers:
             return decode_many(values, self.spec, thumbnails)
-        chunks = self._chunks(values)
-        pool, futures = self._submit(lambda p, c: p.submit(decode_many, c, self.spec, thumbnails), chunks)
         out: List[Decoded] = []
-        for chunk, fut in zip(chunks, futures):
+        for n, fut in self._submit(values, thumbnails):
             try:
                 out.extend(fut.result())
-            except BrokenProcessPool as exc:
-                out.extend(self._failed(pool, len(chunk), exc))
+            except WorkerDied as exc:
+                out.extend(self._failed(n, exc))
         return out
 
     async def decode_async(self, values: Sequence[Any], thumbnails: bool = False) -> List[Decoded]:
         """Decode `values` without blocking the event loop (inline, so blocking, with 0 workers)."""
-        if self._pool is None:
+        if not self._workers:
             return decode_many(values, self.spec, thumbnails)
-        chunks = self._chunks(values)
-        loop = asyncio.get_running_loop()
-        pool, futures = self._submit(lambda p, c: loop.run_in_executor(p, decode_many, c, self.spec, thumbnails), chunks)
+        submitted = self._submit(values, thumbnails)
+        results = await asyncio.gather(*(asyncio.wrap_future(f) for _, f in submitted), return_exceptions=True)
         out: List[Decoded] = []
-        for chunk, result in zip(chunks, await asyncio.gather(*futures, return_exceptions=True)):
-            if isinstance(result, BrokenProcessPool):
-                out.extend(self._failed(pool, len(chunk), result))
+        for (n, _), result in zip(submitted, results):
+            if isinstance(result, WorkerDied):
+                out.extend(self._failed(n, result))
             elif isinstance(result, BaseException):
                 raise result
             else:
@@ -182,9 +238,9 @@ class ImageDecoder:
         return out
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.close()
 
 
-__all__ = ["DecodeSpec", "Decoded", "ImageDecoder", "decode_many", "decode_one", "portable"]
+__all__ = ["DecodeSpec", "Decoded", "ImageDecoder", "WorkerDied", "decode_many", "decode_one", "portable", "read_frame", "write_frame"]

@@ -6,12 +6,13 @@ tensor, and encoded in chunks of `batch_size`; a request mixing composed,
 image-only and text-only queries is split into (at most) three groups, one
 model call per chunk of each.
 
-The endpoints are coroutines. Jina runs a plain endpoint function in a thread
-beside its event loop, and the two threads take turns at the GIL (the loop
-parses the next request while the model runs), which cost the Flow a fifth of
-the bare model's throughput on 2 cores; a coroutine runs the model in the
-loop's own thread, and awaits the decoding, which overlaps the previous
-request's model call on another core (docs/performance.md).
+The bulk endpoints (`/index`, `/update`, `/encode`) are coroutines. Jina runs
+a plain endpoint function in a thread beside its event loop, and the two
+threads take turns at the GIL (the loop parses the next request while the
+model runs), which cost the Flow a fifth of the bare model's throughput on 2
+cores; a coroutine runs the model in the loop's own thread, and awaits the
+decoding, which overlaps the previous request's model call on another core
+(docs/performance.md). `/search` stays a plain function (see there).
 
 A gallery document that arrives with an `embedding` (and no image) skips the
 model, if its `mlcl_model` tag names this encoder's checkpoint (see
@@ -201,14 +202,16 @@ class MLCLEncoder(Executor):
         return docs
 
     @requests(on="/search")
-    async def encode_queries(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
+    def encode_queries(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
         """Queries (image + text, image only, or text only) -> fused MLCL query vectors.
 
         `parameters: {"levels": true}`: composed queries also get each fusion level's vector (`levels`).
+        A plain function, unlike the bulk endpoints: as a coroutine behind jina's dynamic batching, one
+        query in ten over gRPC took ~85 ms longer (p95 130 vs 50 ms, docs/performance.md).
         """
         for doc in docs:
             doc.levels = DocList[LevelDoc]()
-        await self._encode_async(docs, as_query=True, levels=param_flag(parameters, "levels"))
+        self._encode(docs, as_query=True, levels=param_flag(parameters, "levels"))
         return docs
 
     @requests(on="/encode")
