@@ -50,7 +50,8 @@ def summarise(raw: Path) -> Dict[str, Any]:
         count = int(n)
         total += count
         frames = stack.split(";")
-        threads[frames[0].split(" (")[0]] += count
+        head = frames[0]  # "thread (0x7f...): MainThread" with --threads
+        threads[head.split("): ", 1)[1] if "): " in head else head] += count
         for label, keys in PARTS:
             if any(k in f for f in frames for k in keys):
                 parts[label] += count
