@@ -12,7 +12,7 @@ What a worker returns per image is `(pixels, thumbnail)` (uint8 HxWx3 from
 pixels of a batch in one tensor op (`MLCLModel.images_from_pixels`).
 
 A worker that dies (e.g. a decoder crash on a hostile file) fails only the
-images it held: they get an error, the pool starts again, the encoder serves on.
+images it held: they get an error, the worker is started again, the encoder serves on.
 """
 
 from __future__ import annotations

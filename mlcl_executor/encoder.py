@@ -160,7 +160,7 @@ class MLCLEncoder(Executor):
         spec = DecodeSpec(self.policy, self.model.pixels, self.thumbnail_size, self.thumbnail_max_bytes)
         self.decoder = ImageDecoder(spec, workers=int(decode_workers), chunk=self.batch_size)
         # Model calls run one at a time: the endpoints' coroutines interleave only between model calls, and a
-        # plain endpoint (docarray's documents) runs in jina's thread pool. Never held across an `await`.
+        # plain endpoint (`/search`, docarray's documents) runs in jina's thread pool. Never held across an `await`.
         self._model_lock = threading.Lock()
         # Requests past decoding at once: one in the model, one per worker decoding, one queued. More would
         # only hold decoded pixels in memory while they wait for the model.
