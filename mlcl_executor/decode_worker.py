@@ -1,7 +1,7 @@
 """A decode worker process: `python -m mlcl_executor.decode_worker PARENT_PID` (started by `decoding.ImageDecoder`).
 
-Reads a `DecodeSpec`, then `(key, values, thumbnails)` chunks from stdin; answers `(key, results)` on
-stdout (`decoding.read_frame` / `write_frame`). Exits at the end of its input, or when its parent
+Reads a `DecodeSpec`, then `(key, values, thumbnails)` chunks from stdin (pickles from the encoder);
+answers `(key, results)` on stdout in `decoding.pack_results`' fixed layout (never a pickle). Exits at the end of its input, or when its parent
 process is gone. Imports PIL and numpy, not torch.
 """
 
@@ -24,15 +24,17 @@ def main() -> None:
     # Ctrl-C reaches the whole process group: the encoder closes its workers; no traceback from here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with, args=(int(sys.argv[1]),), daemon=True).start()
-    from mlcl_executor.decoding import decode_many, read_frame, write_frame
+    import pickle
+
+    from mlcl_executor.decoding import decode_many, pack_results, read_frame, write_frame
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the answers
     try:
-        spec = read_frame(inp)
+        spec = pickle.loads(read_frame(inp))  # from the parent encoder: its own objects
         while True:
-            key, values, thumbnails = read_frame(inp)
-            write_frame(out, (key, decode_many(values, spec, thumbnails)))
+            key, values, thumbnails = pickle.loads(read_frame(inp))
+            write_frame(out, pack_results(key, decode_many(values, spec, thumbnails)))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
 

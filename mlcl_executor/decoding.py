@@ -86,16 +86,15 @@ class WorkerDied(RuntimeError):
     """A decode worker process ended while it held images."""
 
 
-def write_frame(stream: Any, obj: Any) -> None:
-    """One message on a pipe: 8-byte length, then the pickle."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+def write_frame(stream: Any, data: bytes) -> None:
+    """One message on a pipe: 8-byte length, then the bytes."""
     stream.write(struct.pack("<Q", len(data)))
     stream.write(data)
     stream.flush()
 
 
-def read_frame(stream: Any) -> Any:
-    """The next message, or EOFError when the other side has gone."""
+def read_frame(stream: Any) -> bytes:
+    """The next message's bytes, or EOFError when the other side has gone."""
     head = stream.read(8)
     if len(head) < 8:
         raise EOFError
@@ -103,7 +102,65 @@ def read_frame(stream: Any) -> Any:
     data = stream.read(size)
     if len(data) < size:
         raise EOFError
-    return pickle.loads(data)
+    return data
+
+
+# Answers travel worker -> encoder in a fixed binary layout, not as pickles: a worker that a hostile image
+# took over must not be able to run code in the encoder by what it sends back.
+_NONE = 0xFFFFFFFF
+
+
+def pack_results(key: int, results: Sequence[Decoded]) -> bytes:
+    """(key, results) -> bytes: per result an error (tag 0, text) or pixels (tag 1, H, W, C, bytes, thumbnail)."""
+    parts = [struct.pack("<QI", key, len(results))]
+    for result in results:
+        if isinstance(result, str):
+            text = result.encode("utf-8")
+            parts += [struct.pack("<BI", 0, len(text)), text]
+            continue
+        pixels, thumb = result
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        h, w, c = pixels.shape
+        thumb_bytes = thumb.encode("utf-8") if thumb is not None else b""
+        parts += [struct.pack("<BIII", 1, h, w, c), pixels.tobytes(),
+                  struct.pack("<I", len(thumb_bytes) if thumb is not None else _NONE), thumb_bytes]
+    return b"".join(parts)
+
+
+def unpack_results(data: bytes) -> Tuple[int, List[Decoded]]:
+    """`pack_results` read back; ValueError (struct.error) for bytes that do not follow the layout."""
+    view = memoryview(data)
+    key, n = struct.unpack_from("<QI", view, 0)
+    pos, out = 12, []
+    for _ in range(n):
+        (tag,) = struct.unpack_from("<B", view, pos)
+        if tag == 0:
+            (size,) = struct.unpack_from("<I", view, pos + 1)
+            text = bytes(view[pos + 5 : pos + 5 + size])
+            if len(text) != size:
+                raise ValueError("truncated decode answer")
+            out.append(text.decode("utf-8"))
+            pos += 5 + size
+        elif tag == 1:
+            h, w, c = struct.unpack_from("<III", view, pos + 1)
+            pos += 13
+            size = h * w * c
+            if c != 3 or pos + size > len(view):
+                raise ValueError("malformed decode answer")
+            pixels = np.frombuffer(view[pos : pos + size], dtype=np.uint8).reshape(h, w, c).copy()
+            pos += size
+            (tsize,) = struct.unpack_from("<I", view, pos)
+            pos += 4
+            thumb = None
+            if tsize != _NONE:
+                thumb = bytes(view[pos : pos + tsize]).decode("utf-8")
+                pos += tsize
+            out.append((pixels, thumb))
+        else:
+            raise ValueError(f"decode answer with unknown tag {tag}")
+    if pos != len(view):
+        raise ValueError("trailing bytes in a decode answer")
+    return key, out
 
 
 class _Worker:
@@ -122,7 +179,7 @@ class _Worker:
         self._pending: Dict[int, Future] = {}
         self._ids = itertools.count()
         self.dead: Optional[str] = None
-        write_frame(self.proc.stdin, spec)
+        write_frame(self.proc.stdin, pickle.dumps(spec))  # encoder -> worker: the encoder's own data
         threading.Thread(target=self._read, name="mlcl-decode-reader", daemon=True).start()
 
     def submit(self, values: List[Any], thumbnails: bool) -> Future:
@@ -134,7 +191,7 @@ class _Worker:
             key = next(self._ids)
             self._pending[key] = fut
             try:
-                write_frame(self.proc.stdin, (key, values, thumbnails))
+                write_frame(self.proc.stdin, pickle.dumps((key, values, thumbnails), protocol=pickle.HIGHEST_PROTOCOL))
             except (OSError, ValueError) as exc:  # the pipe closed: the worker is gone
                 self._pending.pop(key, None)
                 fut.set_exception(WorkerDied(f"decode worker unreachable ({exc})"))
@@ -143,13 +200,13 @@ class _Worker:
     def _read(self) -> None:
         try:
             while True:
-                key, results = read_frame(self.proc.stdout)
+                key, results = unpack_results(read_frame(self.proc.stdout))
                 with self._lock:
                     fut = self._pending.pop(key, None)
                 if fut is not None:
                     fut.set_result(results)
-        except (EOFError, OSError, pickle.UnpicklingError, ValueError):
-            pass
+        except (EOFError, OSError, ValueError, struct.error, UnicodeDecodeError):
+            self.proc.kill()  # gone, or it sent what is not an answer: either way it is not trusted again
         code = self.proc.wait()
         with self._lock:
             self.dead = f"decode worker exited with code {code}"
@@ -243,4 +300,5 @@ class ImageDecoder:
             worker.close()
 
 
-__all__ = ["DecodeSpec", "Decoded", "ImageDecoder", "WorkerDied", "decode_many", "decode_one", "portable", "read_frame", "write_frame"]
+__all__ = ["DecodeSpec", "Decoded", "ImageDecoder", "WorkerDied", "decode_many", "decode_one", "pack_results", "portable",
+           "read_frame", "unpack_results", "write_frame"]

@@ -93,3 +93,22 @@ def test_workers_exit_when_closed(spec):
 def test_negative_workers_are_refused(spec):
     with pytest.raises(ValueError, match="decode workers must be >= 0"):
         ImageDecoder(spec, workers=-1)
+
+
+def test_answers_use_a_fixed_layout_that_refuses_anything_else():
+    import struct
+
+    from mlcl_executor.decoding import pack_results, unpack_results
+
+    pixels = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    results = ["document: not an image", (pixels, None), (pixels[:2], "data:image/png;base64,AAAA"), ""]
+    data = pack_results(7, results)
+    key, back = unpack_results(data)
+    assert key == 7 and back[0] == results[0] and back[3] == ""
+    np.testing.assert_array_equal(back[1][0], pixels)
+    assert back[1][1] is None and back[2][1] == "data:image/png;base64,AAAA"
+    assert back[2][0].shape == (2, 5, 3) and back[1][0].flags.writeable
+    for bad in (data[:-1], data + b"x", b"garbage", data[:12] + b"\x09" + data[13:]):
+        with pytest.raises((ValueError, struct.error)):
+            unpack_results(bad)
+    assert b"pickle" not in data and not data.startswith(b"\x80")  # not a pickle
