@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import os
 import pickle
+import queue
 import struct
 import subprocess
 import sys
@@ -168,6 +169,10 @@ class _Worker:
 
     Not `multiprocessing`: its spawned children re-import the parent's main script, and a user's
     script that builds a Flow without an `if __name__ == "__main__"` guard would run twice.
+
+    Its own threads write the chunks and read the answers: a caller (the encoder's event loop) never
+    waits on a pipe, and the reader never waits for the writer (a chunk of large images blocks in
+    the pipe until the worker has written its previous answer, which the reader must drain).
     """
 
     def __init__(self, spec: DecodeSpec) -> None:
@@ -175,11 +180,13 @@ class _Worker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen([sys.executable, "-m", "mlcl_executor.decode_worker", str(os.getpid())],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        self._lock = threading.Lock()  # one writer at a time; guards `_pending`
+        self._lock = threading.Lock()  # guards `_pending` and `dead`
         self._pending: Dict[int, Future] = {}
         self._ids = itertools.count()
+        self._outbox: "queue.SimpleQueue[Optional[bytes]]" = queue.SimpleQueue()
         self.dead: Optional[str] = None
-        write_frame(self.proc.stdin, pickle.dumps(spec))  # encoder -> worker: the encoder's own data
+        self._outbox.put(pickle.dumps(spec))  # encoder -> worker: the encoder's own data
+        threading.Thread(target=self._write, name="mlcl-decode-writer", daemon=True).start()
         threading.Thread(target=self._read, name="mlcl-decode-reader", daemon=True).start()
 
     def submit(self, values: List[Any], thumbnails: bool) -> Future:
@@ -190,12 +197,20 @@ class _Worker:
                 return fut
             key = next(self._ids)
             self._pending[key] = fut
-            try:
-                write_frame(self.proc.stdin, pickle.dumps((key, values, thumbnails), protocol=pickle.HIGHEST_PROTOCOL))
-            except (OSError, ValueError) as exc:  # the pipe closed: the worker is gone
-                self._pending.pop(key, None)
-                fut.set_exception(WorkerDied(f"decode worker unreachable ({exc})"))
+        self._outbox.put(pickle.dumps((key, values, thumbnails), protocol=pickle.HIGHEST_PROTOCOL))
         return fut
+
+    def _write(self) -> None:
+        while (data := self._outbox.get()) is not None:
+            try:
+                write_frame(self.proc.stdin, data)
+            except (OSError, ValueError):  # the pipe closed: the worker is gone; the reader fails what it held
+                self.proc.kill()
+                return
+        try:
+            self.proc.stdin.close()  # the worker's read sees the end and it exits
+        except OSError:
+            pass
 
     def _read(self) -> None:
         try:
@@ -211,14 +226,12 @@ class _Worker:
         with self._lock:
             self.dead = f"decode worker exited with code {code}"
             pending, self._pending = list(self._pending.values()), {}
+        self._outbox.put(None)  # ends the writer
         for fut in pending:
             fut.set_exception(WorkerDied(self.dead))
 
     def close(self) -> None:
-        try:
-            self.proc.stdin.close()  # the worker's read sees the end and it exits
-        except OSError:
-            pass
+        self._outbox.put(None)  # after what is queued: the writer closes stdin, the worker exits
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -2,6 +2,7 @@
 a worker that dies fails only the images it held, and the next request is served."""
 
 import asyncio
+import io
 import os
 
 import numpy as np
@@ -111,4 +112,41 @@ def test_answers_use_a_fixed_layout_that_refuses_anything_else():
     for bad in (data[:-1], data + b"x", b"garbage", data[:12] + b"\x09" + data[13:]):
         with pytest.raises((ValueError, struct.error)):
             unpack_results(bad)
-    assert b"pickle" not in data and not data.startswith(b"\x80")  # not a pickle
+
+
+@pytest.mark.timeout(120)
+def test_large_chunks_in_flight_together_do_not_block(spec):
+    """Chunks and answers larger than a pipe's buffer, several requests at once: the writer and the reader
+    are separate threads (a writer holding up the reader deadlocked here before), and the event loop keeps
+    running while chunks queue."""
+    from PIL import Image
+
+    def noise_png(seed):
+        arr = np.random.default_rng(seed).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "PNG")
+        return buf.getvalue()
+
+    values = [noise_png(i) for i in range(32)]  # ~4 MB a chunk, ~100 KB an answer
+    decoder = ImageDecoder(spec, workers=1, chunk=32)
+
+    async def main():
+        ticks = 0
+
+        async def tick():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticker = asyncio.create_task(tick())
+        out = await asyncio.wait_for(asyncio.gather(*(decoder.decode_async(values) for _ in range(4))), 90)
+        ticker.cancel()
+        return out, ticks
+
+    try:
+        out, ticks = asyncio.run(main())
+        assert [len(o) for o in out] == [32] * 4 and all(isinstance(r, tuple) for o in out for r in o)
+        assert ticks > 1  # the loop ran while the workers decoded
+    finally:
+        decoder.close()
