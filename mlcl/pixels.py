@@ -65,7 +65,8 @@ class PixelSpec:
     target_ratio: Optional[float] = 1.25
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        image = image.convert("RGB")
+        if image.mode != "RGB":  # (convert would copy an RGB image, e.g. every decoded one)
+            image = image.convert("RGB")
         if self.target_ratio:
             image = target_pad(image, self.target_ratio)
         image = center_crop(resize_short_side(image, self.image_size), self.image_size)

@@ -76,8 +76,9 @@ async def _answer_raw(handler: Any, request: Any, endpoint: str) -> bool:
     content = request.data._content  # jina 3.33: the DataContentProto behind the lazy DocList
     if content.WhichOneof("documents") == "docs_bytes":
         return False
-    params = dict(request.parameters)
-    params.update(params.get(handler._executor.metas.name) or {})  # Executor-specific parameters, as jina does
+    from jina.serve.runtimes.worker.request_handling import WorkerRequestHandler
+
+    params = WorkerRequestHandler._parse_params(request.parameters, handler._executor.metas.name)
     if not await method(content.docs, params):
         return False
     request.add_executor(handler.deployment_name)
