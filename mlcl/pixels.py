@@ -64,6 +64,20 @@ class PixelSpec:
     image_size: int
     target_ratio: Optional[float] = 1.25
 
+    def max_reduction(self, width: int, height: int) -> float:
+        """How many times smaller than width x height an image may be and still be shrunk, never enlarged, to
+        the model input (what JPEG draft decoding may skip, `mlcl.image_decode`).
+
+        Padded images (aspect ratio >= `target_ratio`) reach the input through their long side (short side
+        after padding = long / ratio); others through their short side.
+        """
+        short, long = sorted((int(width), int(height)))
+        if short <= 0:
+            return 1.0
+        if self.target_ratio and long / short >= self.target_ratio:
+            return long / (self.image_size * self.target_ratio)
+        return short / self.image_size
+
     def __call__(self, image: Image.Image) -> np.ndarray:
         if image.mode != "RGB":  # (convert would copy an RGB image, e.g. every decoded one)
             image = image.convert("RGB")

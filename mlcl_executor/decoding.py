@@ -34,7 +34,7 @@ import numpy as np
 
 from mlcl.pixels import PixelSpec
 
-from .image_source import ImagePolicy, ImageSourceError, load_image
+from .image_source import ImagePolicy, ImageSourceError, Uses, load_image
 from .thumbnails import make_thumbnail
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,18 +45,23 @@ Decoded = Union[Tuple[np.ndarray, Optional[str]], str]
 
 @dataclass(frozen=True)
 class DecodeSpec:
-    """Everything a worker needs (picklable): where images may come from, the model's input, thumbnails."""
+    """Everything a worker needs (picklable): where images may come from, the model's input, thumbnails.
+
+    `draft`: JPEGs decode at the smallest scale that serves the model input and the thumbnail
+    (`mlcl.image_decode`); False: at full size."""
 
     policy: ImagePolicy
     pixels: PixelSpec
     thumbnail_size: int = 128
     thumbnail_max_bytes: int = 32768
+    draft: bool = True
 
 
 def decode_one(value: Any, spec: DecodeSpec, thumbnail: bool = False) -> Decoded:
     """Decode one `image` value under the policy; a failure is returned as its message, never raised."""
     try:
-        image = load_image(value, spec.policy)
+        uses = Uses(spec.pixels, spec.thumbnail_size if thumbnail else 0, spec.draft)
+        image = load_image(value, spec.policy, uses)
         small = make_thumbnail(image, spec.thumbnail_size, spec.thumbnail_max_bytes) if thumbnail else None
         return spec.pixels(image), small
     except ImageSourceError as exc:
@@ -81,6 +86,28 @@ def portable(value: Any) -> Any:
     if isinstance(value, np.ndarray):  # docarray's NdArray is a subclass: drop it
         return np.asarray(value).view(np.ndarray)
     return value
+
+
+def auto_workers(device: str, model_threads: int, cpus: Optional[int] = None) -> int:
+    """`decode_workers: auto`: one decode process per core the model leaves free, at least one.
+
+    On the CPU the model keeps `model_threads` cores (its torch threads); on a GPU it keeps one
+    (the encoder's thread that feeds it). The cores are those this process may run on.
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    taken = 1 if str(device).startswith("cuda") else max(1, int(model_threads))
+    return max(1, cpus - taken)
+
+
+def resolve_workers(setting: Union[int, str], device: str, model_threads: int) -> int:
+    """The `decode_workers` setting (a count >= 0, or "auto") as a count; ValueError names a bad value."""
+    text = str(setting).strip().lower()
+    if text == "auto":
+        return auto_workers(device, model_threads)
+    if isinstance(setting, bool) or not text.isdigit():
+        raise ValueError(f"decode_workers must be 'auto' or a count >= 0, got {setting!r}")
+    return int(text)
 
 
 class WorkerDied(RuntimeError):
@@ -271,7 +298,9 @@ class ImageDecoder:
 
     def _submit(self, values: Sequence[Any], thumbnails: bool) -> List[Tuple[int, Future]]:
         items = [portable(v) for v in values]
-        chunks = [items[s : s + self.chunk] for s in range(0, len(items), self.chunk)]
+        # a request is shared by all workers (chunks of at most `chunk`): photos take tens of ms each
+        size = max(1, min(self.chunk, -(-len(items) // len(self._workers))))
+        chunks = [items[s : s + size] for s in range(0, len(items), size)]
         return [(len(c), self._worker().submit(c, thumbnails)) for c in chunks]
 
     @staticmethod
@@ -313,5 +342,5 @@ class ImageDecoder:
             worker.close()
 
 
-__all__ = ["DecodeSpec", "Decoded", "ImageDecoder", "WorkerDied", "decode_many", "decode_one", "pack_results", "portable",
-           "read_frame", "unpack_results", "write_frame"]
+__all__ = ["DecodeSpec", "Decoded", "ImageDecoder", "WorkerDied", "auto_workers", "decode_many", "decode_one", "pack_results",
+           "portable", "read_frame", "resolve_workers", "unpack_results", "write_frame"]

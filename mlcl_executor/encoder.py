@@ -42,7 +42,7 @@ from mlcl.paths import DEFAULT_CHECKPOINT
 
 from . import jina_compat
 from .errors import RequestError
-from .decoding import DecodeSpec, Decoded, ImageDecoder
+from .decoding import DecodeSpec, Decoded, ImageDecoder, resolve_workers
 from .image_source import ImagePolicy, image_uri
 from .launcher import model_process
 from .levels import encode_with_levels, param_flag
@@ -93,7 +93,8 @@ class MLCLEncoder(Executor):
     `inference_weighting` (`train` | `released`), and the image-source policy
     `image_roots`, `allow_urls`, `max_image_bytes`, `max_image_pixels`, `url_timeout`;
     gallery thumbnails `thumbnail_size` (px a side, 0: none) and `thumbnail_max_bytes`;
-    `decode_workers` (processes that decode images; 0: decode in the request's thread).
+    `decode_workers` (processes that decode images; 0: decode in the request's thread; `auto`: the cores
+    the model leaves free), `jpeg_draft`; the model's `precision` and `memory_format` (mlcl.model.inference).
 
     `documents`: `mlcl` (default) serves our schemas (`GalleryDoc`, `QueryDoc`)
     on `/index`, `/update`, `/search`, `/encode`; `docarray` serves docarray's
@@ -114,8 +115,11 @@ class MLCLEncoder(Executor):
         max_image_bytes: int = 20 * 1024 * 1024,
         max_image_pixels: int = 40_000_000,
         url_timeout: float = 10.0,
-        decode_workers: int = 1,
+        decode_workers: Union[int, str] = "auto",
         torch_threads: Optional[int] = None,
+        jpeg_draft: bool = True,
+        precision: str = "fp32",
+        memory_format: str = "auto",
         thumbnail_size: int = 128,
         thumbnail_max_bytes: int = 32768,
         documents: str = "mlcl",
@@ -139,12 +143,14 @@ class MLCLEncoder(Executor):
         import torch
 
         from mlcl.model import load_checkpoint
+        from mlcl.model.inference import prepare_for_inference
 
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
         try:
             self.device = resolve_device(device)
-            self.model = load_checkpoint(path, device=self.device)
+            self.model = prepare_for_inference(load_checkpoint(path), self.device, precision, memory_format)
+            workers = resolve_workers(decode_workers, self.device, torch.get_num_threads())
             self.model.set_inference_weighting(inference_weighting)
         except Exception as exc:
             # One line that says why (jina's own report is a traceback, hidden by `mlcl serve`).
@@ -155,19 +161,18 @@ class MLCLEncoder(Executor):
         self.batch_size = int(batch_size)
         self.thumbnail_size, self.thumbnail_max_bytes = int(thumbnail_size), int(thumbnail_max_bytes)
         self.policy = ImagePolicy.create(image_roots, allow_urls, max_image_bytes, max_image_pixels, url_timeout)
-        if int(decode_workers) < 0:
-            raise ValueError(f"MLCLEncoder: decode_workers must be >= 0, got {decode_workers}")
-        spec = DecodeSpec(self.policy, self.model.pixels, self.thumbnail_size, self.thumbnail_max_bytes)
-        self.decoder = ImageDecoder(spec, workers=int(decode_workers), chunk=self.batch_size)
+        spec = DecodeSpec(self.policy, self.model.pixels, self.thumbnail_size, self.thumbnail_max_bytes, bool(jpeg_draft))
+        self.decoder = ImageDecoder(spec, workers=workers, chunk=self.batch_size)
         # Model calls run one at a time: the endpoints' coroutines interleave only between model calls, and a
         # plain endpoint (`/search`, docarray's documents) runs in jina's thread pool. Never held across an `await`.
         self._model_lock = threading.Lock()
         # Requests past decoding at once: one in the model, one per worker decoding, one queued. More would
         # only hold decoded pixels in memory while they wait for the model.
-        self._in_flight = asyncio.Semaphore(int(decode_workers) + 2)
+        self._in_flight = asyncio.Semaphore(workers + 2)
         self.logger.info(
             f"MLCLEncoder: {path.name} (model id {self.model_id}) on {self.device}, dim {self.model.embed_dim}, "
-            f"image roots {[str(r) for r in self.policy.roots] or 'none'}, urls {'on' if self.policy.allow_urls else 'off'}"
+            f"image roots {[str(r) for r in self.policy.roots] or 'none'}, urls {'on' if self.policy.allow_urls else 'off'}, "
+            f"{precision}{', channels_last' if self.model.inference.channels_last else ''}, {workers} decode workers"
         )
 
     # ------------------------------------------------------------ endpoints

@@ -10,6 +10,9 @@ clients, nor be knocked over by a decompression bomb, so:
 - encoded payloads are capped at `max_bytes`, decoded images at `max_pixels`
   (checked from the header, before any pixel is decoded).
 
+Decoding itself is `mlcl.image_decode.open_image` (JPEG draft decoding to what
+the image is used for, EXIF orientation, transparency on white).
+
 Every refusal or failure raises `ImageSourceError` whose message says what the
 value was and why it cannot be used; the encoder prefixes the document id.
 """
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import os
 import re
 import urllib.error
@@ -26,10 +28,13 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from mlcl.image_decode import open_image, to_rgb
+from mlcl.pixels import PixelSpec
 
 # Formats PIL may open here: common raster formats only (PIL's plugin list also
 # covers exotic formats with a history of parser bugs).
@@ -89,42 +94,57 @@ def describe(value: Any) -> str:
     return f"value of type {type(value).__name__}"
 
 
-def load_image(value: Any, policy: ImagePolicy) -> Image.Image:
-    """Decode `value` (data URI, path, URL, bytes, tensor or PIL image) to an RGB PIL image."""
+@dataclass(frozen=True)
+class Uses:
+    """What a decoded image is for, so that a JPEG decodes no larger than needed (`mlcl.image_decode`):
+    the model input (`pixels`) and a thumbnail of `thumbnail` px a side (0: none). `draft`: False decodes
+    every image at full size."""
+
+    pixels: Optional[PixelSpec] = None
+    thumbnail: int = 0
+    draft: bool = True
+
+
+FULL_SIZE = Uses()
+
+
+def load_image(value: Any, policy: ImagePolicy, uses: Uses = FULL_SIZE) -> Image.Image:
+    """Decode `value` (data URI, path, URL, bytes, tensor or PIL image) to an upright RGB PIL image
+    (transparency on white; JPEGs at the smallest scale that serves `uses`)."""
     try:
-        image = _load(value, policy)
+        image = _load(value, policy, uses)
     except ImageSourceError as exc:
         raise ImageSourceError(f"{describe(value)}: {exc}") from None
     return image
 
 
-def _load(value: Any, policy: ImagePolicy) -> Image.Image:
+def _load(value: Any, policy: ImagePolicy, uses: Uses) -> Image.Image:
     if isinstance(value, str):
-        return _load_str(value.strip(), policy)
+        return _load_str(value.strip(), policy, uses)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return decode_bytes(bytes(value), policy)
+        return decode_bytes(bytes(value), policy, uses)
     if isinstance(value, Image.Image):
         _check_pixels(*value.size, policy)
-        return value.convert("RGB")
+        return to_rgb(value)
     if hasattr(value, "shape"):
         return from_array(value, policy)
     raise ImageSourceError("unsupported image value (expected a data URI, path, URL, bytes or a tensor)")
 
 
-def _load_str(value: str, policy: ImagePolicy) -> Image.Image:
+def _load_str(value: str, policy: ImagePolicy, uses: Uses) -> Image.Image:
     if not value:
         raise ImageSourceError("empty string")
     if value.startswith("data:"):
-        return decode_bytes(_data_uri_bytes(value, policy), policy)
+        return decode_bytes(_data_uri_bytes(value, policy), policy, uses)
     m = _SCHEME.match(value)
     if m and not _DRIVE.match(value):
         scheme = m.group(1).lower()
         if scheme == "file":
-            return _load_path(urllib.parse.unquote(urllib.parse.urlparse(value).path), policy)
+            return _load_path(urllib.parse.unquote(urllib.parse.urlparse(value).path), policy, uses)
         if scheme in ("http", "https"):
-            return decode_bytes(_fetch(value, policy), policy)
+            return decode_bytes(_fetch(value, policy), policy, uses)
         raise ImageSourceError(f"unsupported URL scheme {scheme!r} (use a data URI, a path, or http(s))")
-    return _load_path(value, policy)
+    return _load_path(value, policy, uses)
 
 
 def _data_uri_bytes(uri: str, policy: ImagePolicy) -> bytes:
@@ -145,7 +165,7 @@ def _data_uri_bytes(uri: str, policy: ImagePolicy) -> bytes:
         raise ImageSourceError(f"invalid base64 payload ({exc})") from None
 
 
-def _load_path(raw: str, policy: ImagePolicy) -> Image.Image:
+def _load_path(raw: str, policy: ImagePolicy, uses: Uses) -> Image.Image:
     if not policy.roots:
         raise ImageSourceError("local paths are disabled on this server (no image_roots configured)")
     path = Path(raw).expanduser()
@@ -158,7 +178,7 @@ def _load_path(raw: str, policy: ImagePolicy) -> Image.Image:
             size = real.stat().st_size
             if size > policy.max_bytes:
                 raise ImageSourceError(f"file of {size} B is larger than the {policy.max_bytes} byte cap")
-            return decode_bytes(real.read_bytes(), policy)
+            return decode_bytes(real.read_bytes(), policy, uses)
         if path.is_absolute():
             raise ImageSourceError("no such file")
     if path.is_absolute():
@@ -187,17 +207,15 @@ def _check_pixels(width: int, height: int, policy: ImagePolicy) -> None:
         raise ImageSourceError(f"image of {width}x{height} pixels exceeds the cap of {policy.max_pixels} pixels")
 
 
-def decode_bytes(data: bytes, policy: ImagePolicy) -> Image.Image:
+def decode_bytes(data: bytes, policy: ImagePolicy, uses: Uses = FULL_SIZE) -> Image.Image:
     """Decode encoded image bytes (PNG, JPEG, ...), checking size caps before decoding pixels."""
     if not data:
         raise ImageSourceError("empty image data")
     if len(data) > policy.max_bytes:
         raise ImageSourceError(f"{len(data)} B is larger than the {policy.max_bytes} byte cap")
     try:
-        with Image.open(io.BytesIO(data), formats=list(policy.formats)) as im:  # header only, lazy
-            _check_pixels(*im.size, policy)
-            im.load()
-            return im.convert("RGB")
+        return open_image(data, uses.pixels, uses.thumbnail, formats=policy.formats,
+                          check_size=lambda w, h: _check_pixels(w, h, policy), draft=uses.draft)
     except ImageSourceError:
         raise
     except UnidentifiedImageError:
@@ -230,7 +248,7 @@ def from_array(value: Any, policy: ImagePolicy) -> Image.Image:
         arr = arr.astype(np.uint8)
     else:
         raise ImageSourceError(f"tensor dtype {arr.dtype} is not uint8 or float in [0, 1]")
-    return Image.fromarray(np.ascontiguousarray(arr)).convert("RGB")
+    return to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
 
 
 def to_data_uri(data: bytes, mediatype: str = "image/png") -> str:
@@ -254,6 +272,6 @@ def image_uri(value: Any) -> str | None:
 
 
 __all__: Sequence[str] = [
-    "ALLOWED_FORMATS", "ImagePolicy", "ImageSourceError", "decode_bytes", "describe", "file_to_data_uri",
+    "ALLOWED_FORMATS", "FULL_SIZE", "ImagePolicy", "ImageSourceError", "Uses", "decode_bytes", "describe", "file_to_data_uri",
     "from_array", "image_uri", "load_image", "to_data_uri",
 ]

@@ -11,6 +11,7 @@ from torch import nn
 
 from .backbone import create_backbone, create_tokenizer, image_size, image_stats
 from .combiner import MultiLevelCombiner
+from .inference import Inference
 from .losses import contrastive_ce, level_weights
 from .method import MethodConfig, get_method
 from ..pixels import PixelSpec
@@ -55,6 +56,7 @@ class MLCLModel(nn.Module):
         # a decode worker process), then `images_from_pixels` on the batch; both give the same values.
         self.pixels = PixelSpec(self.image_size, config.get("target_pad_ratio", 1.25))
         self.preprocess = eval_transform(self.image_size, mean, std, self.pixels.target_ratio)
+        self.inference = Inference()  # precision / memory format of the backbone (`inference.prepare_for_inference`)
         self.stage = self.method.stage
         self.train_text_encoder = self.train_image_encoder = True
         self.set_stage(self.stage)
@@ -110,15 +112,22 @@ class MLCLModel(nn.Module):
         return self.tokenizer(list(texts)).to(self.device)
 
     def _features(self, f: torch.Tensor) -> torch.Tensor:
+        if self.inference.precision != "fp32":
+            f = f.float()  # the backbone ran under autocast; the fusion runs in fp32
         return F.normalize(f, dim=-1) if self.normalize_features else f
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone image features as the combiner consumes them: [B,3,H,W] -> [B,D]."""
-        return self._features(self.backbone.encode_image(images.to(self.device)))
+        images = images.to(self.device, memory_format=self.inference.memory_format)
+        with self.inference.autocast(self.device):
+            f = self.backbone.encode_image(images)
+        return self._features(f)
 
     def text_features(self, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
         tokens = texts.to(self.device) if isinstance(texts, torch.Tensor) else self.tokenize(texts)
-        return self._features(self.backbone.encode_text(tokens))
+        with self.inference.autocast(self.device):
+            f = self.backbone.encode_text(tokens)
+        return self._features(f)
 
     @staticmethod
     def gallery_vectors(f: torch.Tensor) -> torch.Tensor:
