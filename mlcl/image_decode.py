@@ -73,6 +73,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def auto_decode_workers(device: str, model_threads: int, cpus: Optional[int] = None) -> int:
+    """How many decode processes `auto` means: one per core the model leaves free, at least one.
+
+    On the CPU the model keeps `model_threads` cores (its torch threads); on a GPU it keeps one
+    (the thread that feeds it). The cores are those this process may run on.
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    taken = 1 if str(device).startswith("cuda") else max(1, int(model_threads))
+    return max(1, cpus - taken)
+
+
 def open_image(
     source: Source,
     pixels: Optional[PixelSpec] = None,
@@ -101,4 +113,4 @@ def open_image(
         return to_rgb(im) if im.mode != "RGB" or "transparency" in im.info else im
 
 
-__all__ = ["SizeCheck", "Source", "WHITE", "draft_size", "max_reduction", "open_image", "to_rgb"]
+__all__ = ["SizeCheck", "Source", "WHITE", "auto_decode_workers", "draft_size", "max_reduction", "open_image", "to_rgb"]

@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("eval", "mlcl_cli.commands.eval", "evaluate a checkpoint with a benchmark's official protocol"),
     ("serve", "mlcl_cli.commands.serve", "start the encoder+indexer Flow (gRPC and HTTP)"),
     ("index", "mlcl_cli.commands.index", "index a folder of gallery images into a running Flow"),
+    ("encode", "mlcl_cli.commands.encode", "encode a folder of gallery images to a vector folder, offline (resumable)"),
     ("search", "mlcl_cli.commands.search", "run a composed (image + text) query against a running Flow"),
     ("demo", "mlcl_cli.commands.demo", "end-to-end demo on the bundled default model"),
     ("info", "mlcl_cli.commands.info", "describe a checkpoint (backbone, method, sizes, versions)"),

@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from mlcl.image_decode import auto_decode_workers
 from mlcl.pixels import PixelSpec
 
 from .image_source import ImagePolicy, ImageSourceError, Uses, load_image
@@ -88,23 +89,11 @@ def portable(value: Any) -> Any:
     return value
 
 
-def auto_workers(device: str, model_threads: int, cpus: Optional[int] = None) -> int:
-    """`decode_workers: auto`: one decode process per core the model leaves free, at least one.
-
-    On the CPU the model keeps `model_threads` cores (its torch threads); on a GPU it keeps one
-    (the encoder's thread that feeds it). The cores are those this process may run on.
-    """
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    taken = 1 if str(device).startswith("cuda") else max(1, int(model_threads))
-    return max(1, cpus - taken)
-
-
 def resolve_workers(setting: Union[int, str], device: str, model_threads: int) -> int:
     """The `decode_workers` setting (a count >= 0, or "auto") as a count; ValueError names a bad value."""
     text = str(setting).strip().lower()
     if text == "auto":
-        return auto_workers(device, model_threads)
+        return auto_decode_workers(device, model_threads)
     if isinstance(setting, bool) or not text.isdigit():
         raise ValueError(f"decode_workers must be 'auto' or a count >= 0, got {setting!r}")
     return int(text)
@@ -342,5 +331,5 @@ class ImageDecoder:
             worker.close()
 
 
-__all__ = ["DecodeSpec", "Decoded", "ImageDecoder", "WorkerDied", "auto_workers", "decode_many", "decode_one", "pack_results",
+__all__ = ["DecodeSpec", "Decoded", "ImageDecoder", "WorkerDied", "decode_many", "decode_one", "pack_results",
            "portable", "read_frame", "resolve_workers", "unpack_results", "write_frame"]

@@ -65,13 +65,9 @@ def doc_name(doc: Any, position: int) -> str:
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    from mlcl.model.inference import resolve_device as resolve  # torch loads in the encoder only
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (use device: cpu or auto)")
-    return device
+    return resolve(device)
 
 
 def drop_payloads(docs: Sequence[Doc]) -> None:

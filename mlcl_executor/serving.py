@@ -17,6 +17,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import yaml
 
+from mlcl.gallery_files import image_files  # noqa: F401  (part of this module's interface; one definition)
+
 from .resources import flow_names, flow_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -189,23 +191,6 @@ def curl_command(base_url: str, endpoint: str, payload: Dict[str, Any], max_len:
         f"curl -s -X POST {base_url.rstrip('/')}/{endpoint.lstrip('/')} "
         f"-H 'Content-Type: application/json' -d '{body}'"
     )
-
-
-def image_files(paths: Iterable[str | os.PathLike], recursive: bool = True) -> List[Path]:
-    """Image files named by `paths` (files, or folders searched for images), sorted, no duplicates."""
-    suffixes = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
-    found: Dict[Path, None] = {}
-    for p in map(Path, paths):
-        if p.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for f in sorted(p.glob(pattern)):
-                if f.is_file() and f.suffix.lower() in suffixes:
-                    found[f.resolve()] = None
-        elif p.is_file():
-            found[p.resolve()] = None
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-    return list(found)
 
 
 def batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

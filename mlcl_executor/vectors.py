@@ -13,58 +13,17 @@ In bulk, one document per vector is slow (docarray (de)serialises each one,
 `VectorsDoc` blocks instead (`ids`, an (n, dim) `embeddings` matrix and the
 `model` id), checked the same way by the encoder and upserted by the indexer.
 
-Files for `mlcl index --vectors FILE.npy --ids FILE.txt` (which sends such
-blocks): a NumPy `.npy` matrix (n, dim), float32 (or any float type; it is
-sent as float32), and a UTF-8 text file of n ids, one per line, in the
-matrix's row order.
+Files for `mlcl index --vectors` (which sends such blocks): a vector folder
+written by `mlcl encode FOLDER --out DIR` (it names its model id), or a NumPy
+`.npy` matrix (n, dim) with a UTF-8 text file of n ids, one per line, in the
+matrix's row order; both described in `mlcl/vector_files.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
-from pathlib import Path
-from typing import List, Tuple
-
-import numpy as np
+from mlcl.vector_files import checkpoint_id, load_vector_files  # one definition, shared with `mlcl encode`
 
 MODEL_TAG = "mlcl_model"
-
-
-@lru_cache(maxsize=8)
-def _file_id(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def checkpoint_id(path: Path) -> str:
-    """The model id of a checkpoint file: 16 hex digits of its SHA-256 (cached per file version)."""
-    stat = Path(path).stat()
-    return _file_id(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-def load_vector_files(vectors: Path, ids: Path) -> Tuple[np.ndarray, List[str]]:
-    """The matrix (memory-mapped, not read whole) and the ids; ValueError names what does not match."""
-    try:
-        matrix = np.load(vectors, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{vectors}: not a NumPy .npy matrix ({exc})") from None
-    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
-        raise ValueError(f"{vectors}: expected a 2-D float matrix (n, dim), got shape {matrix.shape} of {matrix.dtype}")
-    names = ids.read_text(encoding="utf-8").splitlines()
-    if names and names[-1] == "":
-        names.pop()
-    if len(names) != len(matrix):
-        raise ValueError(f"{ids}: {len(names)} ids for {len(matrix)} vectors in {vectors} (one id per line, in row order)")
-    empty = [i + 1 for i, name in enumerate(names) if not name.strip()]
-    if empty:
-        raise ValueError(f"{ids}: empty id on line {empty[0]}" + (f" and {len(empty) - 1} more" if len(empty) > 1 else ""))
-    if len(set(names)) != len(names):
-        raise ValueError(f"{ids}: ids must be unique")
-    return matrix, names
 
 
 __all__ = ["MODEL_TAG", "checkpoint_id", "load_vector_files"]

@@ -2,6 +2,7 @@
 
     mlcl index ~/photos                       # every image under the folder, recursively
     mlcl index a.png b.jpg --host 10.0.0.5 --port 54321
+    mlcl index --vectors gallery.vectors/    # a vector folder from `mlcl encode FOLDER --out DIR`, no model work
     mlcl index --vectors gallery.npy --ids gallery.txt   # vectors computed elsewhere, no model work
 
 Images are read here and sent as bytes, so the server needs no access to
@@ -11,25 +12,31 @@ with its extension (`mlcl index gallery/` indexes `gallery/shirts/a.png` as
 tags hold the absolute path (`tags.path`), which `mlcl search` uses to leave
 the reference image itself out of the results. Indexing an id again replaces it.
 
-`--vectors FILE.npy --ids FILE.txt` sends precomputed gallery vectors (an
-(n, dim) float matrix and n ids, one per line; see
-`mlcl_executor/vectors.py`) to `/index_vectors`, in blocks of `--batch-size`.
-They must come from the server's model: each block is tagged with the model
-id of `--checkpoint` (default: the bundled model) or `--model-id`, and the
-encoder refuses vectors of another model.
+`--vectors DIR` sends the vector folder `mlcl encode` wrote (its ids are the
+ids `mlcl index FOLDER` gives, its model id is in the folder);
+`--vectors FILE.npy --ids FILE.txt` sends an (n, dim) float matrix and n ids,
+one per line (`mlcl/vector_files.py`), tagged with the model id of
+`--checkpoint` (default: the bundled model) or `--model-id`. Either goes to
+`/index_vectors` in blocks of `--batch-size`; the encoder refuses vectors of
+another model than its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+
+REQUEST_BYTES = 32 * 2**20  # image bytes per request at most (fewer images per request when files are large)
+REQUESTS_IN_FLIGHT = 4  # requests sent before the first answer: the Flow's stages overlap
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders")
-    parser.add_argument("--vectors", type=Path, metavar="FILE.npy", help="precomputed gallery vectors (n, dim)")
-    parser.add_argument("--ids", type=Path, metavar="FILE.txt", help="with --vectors: n ids, one per line")
+    parser.add_argument("--vectors", type=Path, metavar="DIR|FILE.npy",
+                        help="precomputed gallery vectors: a folder from `mlcl encode`, or an (n, dim) .npy with --ids")
+    parser.add_argument("--ids", type=Path, metavar="FILE.txt", help="with --vectors FILE.npy: n ids, one per line")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="with --vectors: the checkpoint that computed them (default: the bundled model)")
     parser.add_argument("--model-id", default=None, help="with --vectors: the model id instead of --checkpoint")
@@ -42,15 +49,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def collect(paths: list[Path], recursive: bool) -> list[tuple[str, Path]]:
-    """(id, file) pairs: ids relative to the folder given, unique."""
-    from mlcl_executor.serving import image_files
+    """(id, file) pairs: ids relative to the folder given, unique (`mlcl.gallery_files`, as `mlcl encode`)."""
+    from mlcl.gallery_files import gallery_items
 
-    pairs: dict[str, Path] = {}
-    for p in paths:
-        base = p.resolve() if p.is_dir() else p.resolve().parent
-        for f in image_files([p], recursive=recursive):
-            pairs.setdefault(f.relative_to(base).as_posix(), f)
-    return sorted(pairs.items())
+    return gallery_items(paths, recursive=recursive)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,13 +62,12 @@ def run(args: argparse.Namespace) -> int:
     if args.vectors is not None or args.ids is not None:
         return run_vectors(args)
     if not args.paths:
-        print("mlcl index: give image files or folders, or --vectors FILE.npy --ids FILE.txt", file=sys.stderr)
+        print("mlcl index: give image files or folders, or --vectors DIR, or --vectors FILE.npy --ids FILE.txt", file=sys.stderr)
         return 2
     from docarray import DocList
     from tqdm import tqdm
 
     from mlcl_executor.schemas import GalleryDoc, StatsDoc
-    from mlcl_executor.serving import batched
 
     try:
         items = collect(args.paths, recursive=not args.no_recursive)
@@ -81,22 +82,30 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"mlcl index: {len(items)} images; ids are paths relative to the folder given (e.g. {items[0][0]!r})")
     errors: list[str] = []
+    # Requests of --batch-size images, fewer when the files are large (photos: a few MB each), streamed with
+    # REQUESTS_IN_FLIGHT sent ahead: the Flow decodes one request while this process reads the next.
+    mean_bytes = sum(path.stat().st_size for _, path in items[:256]) / min(len(items), 256)
+    size = max(1, min(args.batch_size or 64, int(REQUEST_BYTES // max(mean_bytes, 1))))
+    docs = (GalleryDoc(id=doc_id, image=path.read_bytes(), tags={"path": str(path)}) for doc_id, path in items)
+    start = time.perf_counter()
     try:
         with tqdm(total=len(items), unit="img", desc="indexing", disable=args.no_progress) as bar:
-            for chunk in batched(items, max(1, args.batch_size or 64)):
-                docs = DocList[GalleryDoc](
-                    GalleryDoc(id=doc_id, image=path.read_bytes(), tags={"path": str(path)}) for doc_id, path in chunk
-                )
-                answer = client.post("/index", docs, return_type=DocList[GalleryDoc])
-                errors += [d.error for d in answer if d.error]
-                bar.update(len(chunk))
+            def done(response) -> None:  # noqa: ANN001 - a jina Response; its answer is not kept (thumbnails)
+                answer = response.docs
+                errors.extend(d.error for d in answer if d.error)
+                bar.update(len(answer))
+
+            client.post("/index", docs, request_size=size, prefetch=REQUESTS_IN_FLIGHT, on_done=done,
+                        return_type=DocList[GalleryDoc])
+        elapsed = time.perf_counter() - start
         count = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
     except ConnectionError as exc:
         print(f"mlcl index: lost the Flow at {args.host}:{args.port} ({str(exc).splitlines()[0][:160]})", file=sys.stderr)
         return 1
     for error in errors:
         print(f"mlcl index: {error}", file=sys.stderr)
-    print(f"indexed {len(items) - len(errors)} of {len(items)} images; the index holds {count}")
+    print(f"indexed {len(items) - len(errors)} of {len(items)} images in {elapsed:.1f} s ({len(items) / elapsed:.1f} images/s); "
+          f"the index holds {count}")
     return 1 if errors else 0
 
 
@@ -112,49 +121,70 @@ def _connect(args: argparse.Namespace):  # noqa: ANN202 - a jina Client, or None
     return grpc_client(args.host, args.port)
 
 
+def _vector_blocks(args: argparse.Namespace, size: int):  # noqa: ANN202
+    """(model id, number of vectors, iterator of (ids, matrix) blocks of at most `size`) for --vectors."""
+    from mlcl.paths import DEFAULT_CHECKPOINT
+    from mlcl.vector_files import VectorDir, checkpoint_id, load_vector_files
+
+    if args.paths:
+        raise ValueError("--vectors goes without image paths")
+    if args.vectors is not None and args.vectors.is_dir():
+        if args.ids is not None:
+            raise ValueError(f"--ids goes with --vectors FILE.npy; {args.vectors} is a folder (it holds its ids)")
+        folder = VectorDir.open(args.vectors)
+        named = args.model_id or (checkpoint_id(args.checkpoint) if args.checkpoint else None)
+        if named and named != folder.model_id:
+            raise ValueError(f"{args.vectors} holds vectors of model {folder.model_id}, not {named}")
+        ids = folder.ids()
+        blocks = ((part_ids[lo : lo + size], matrix[lo : lo + size])
+                  for part_ids, matrix in folder.parts() for lo in range(0, len(part_ids), size))
+        return folder.model_id, len(ids), blocks
+    if args.vectors is None or args.ids is None:
+        raise ValueError("--vectors FILE.npy needs --ids FILE.txt (or give --vectors a folder from mlcl encode)")
+    matrix, ids = load_vector_files(args.vectors, args.ids)
+    model_id = args.model_id or checkpoint_id(args.checkpoint or DEFAULT_CHECKPOINT)
+    return model_id, len(ids), ((ids[lo : lo + size], matrix[lo : lo + size]) for lo in range(0, len(ids), size))
+
+
 def run_vectors(args: argparse.Namespace) -> int:
-    """`--vectors FILE.npy --ids FILE.txt`: precomputed gallery vectors, tagged with the model id."""
+    """`--vectors DIR` or `--vectors FILE.npy --ids FILE.txt`: precomputed gallery vectors, tagged with the model id."""
     import time
 
     import numpy as np
     from docarray import DocList
     from tqdm import tqdm
 
-    from mlcl.paths import DEFAULT_CHECKPOINT
     from mlcl_executor.schemas import GalleryDoc, StatsDoc, VectorsDoc
-    from mlcl_executor.vectors import checkpoint_id, load_vector_files
 
-    if args.vectors is None or args.ids is None or args.paths:
-        print("mlcl index: --vectors and --ids go together, without image paths", file=sys.stderr)
-        return 2
+    size = max(1, args.batch_size or 4096)
     try:
-        matrix, ids = load_vector_files(args.vectors, args.ids)
-        model_id = args.model_id or checkpoint_id(args.checkpoint or DEFAULT_CHECKPOINT)
+        model_id, total, blocks = _vector_blocks(args, size)
     except (OSError, ValueError) as exc:
         print(f"mlcl index: {exc}", file=sys.stderr)
         return 2
     client = _connect(args)
     if client is None:
         return 1
-    size = max(1, args.batch_size or 4096)
     errors: list[str] = []
     sent = stored = 0
     start = time.perf_counter()
     try:
-        with tqdm(total=len(ids), unit="vec", desc="indexing vectors", disable=args.no_progress) as bar:
-            for lo in range(0, len(ids), size):
+        with tqdm(total=total, unit="vec", desc="indexing vectors", disable=args.no_progress) as bar:
+            for block_ids, block in blocks:
                 # one document per block: ids + a matrix (per-vector documents cost ~0.1 ms each to (de)serialise)
-                block = VectorsDoc(ids=ids[lo : lo + size], embeddings=np.asarray(matrix[lo : lo + size], dtype=np.float32),
-                                   model=model_id)
-                answer = client.post("/index_vectors", DocList[VectorsDoc]([block]), return_type=DocList[VectorsDoc])
+                doc = VectorsDoc(ids=list(block_ids), embeddings=np.asarray(block, dtype=np.float32), model=model_id)
+                answer = client.post("/index_vectors", DocList[VectorsDoc]([doc]), return_type=DocList[VectorsDoc])
                 errors += [d.error for d in answer if d.error]
                 stored += sum(d.count for d in answer)
-                sent += len(block.ids)
-                bar.update(len(block.ids))
+                sent += len(doc.ids)
+                bar.update(len(doc.ids))
                 if errors:
                     break  # e.g. the wrong model: no point in sending the rest
         elapsed = time.perf_counter() - start
         count = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
+    except ValueError as exc:  # a damaged part of a vector folder, found while reading it
+        print(f"mlcl index: {exc}", file=sys.stderr)
+        return 2
     except ConnectionError as exc:
         print(f"mlcl index: lost the Flow at {args.host}:{args.port} ({str(exc).splitlines()[0][:160]})", file=sys.stderr)
         return 1
@@ -162,6 +192,6 @@ def run_vectors(args: argparse.Namespace) -> int:
         print(f"mlcl index: {error}", file=sys.stderr)
     if len(errors) > 20:
         print(f"mlcl index: ... and {len(errors) - 20} more errors", file=sys.stderr)
-    print(f"indexed {stored} of {len(ids)} vectors in {elapsed:.1f} s ({sent / max(elapsed, 1e-9):,.0f} vectors/s); "
+    print(f"indexed {stored} of {total} vectors in {elapsed:.1f} s ({sent / max(elapsed, 1e-9):,.0f} vectors/s); "
           f"the index holds {count}")
     return 1 if errors else 0
