@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 KINDS = ("gradient", "scene")
-CACHE = Path(os.environ.get("MLCL_CACHE", Path.home() / ".cache" / "mlcl")) / "photos"
+CACHE = Path(os.environ.get("MLCL_HOME", Path.home() / ".cache" / "mlcl")).expanduser() / "photos"  # as mlcl.paths
 
 
 def _background(rng: np.random.Generator, size: Tuple[int, int]) -> Image.Image:
@@ -79,27 +79,35 @@ def make_photo(seed: int, size: Tuple[int, int] = (4000, 3000), kind: str = "gra
     return buf.getvalue()
 
 
+def _write_one(path: Path, seed: int, size: Tuple[int, int], kind: str, quality: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(make_photo(seed, size, kind, quality=quality))
+    tmp.replace(path)
+
+
 def write_photos(out: Path, n: int, size: Tuple[int, int] = (4000, 3000), kinds: Sequence[str] = ("gradient",),
-                 seed: int = 0, quality: int = 90) -> list[Path]:
-    """n photos `photo_0000.jpg`... in `out` (kinds cycled); files already there are kept."""
+                 seed: int = 0, quality: int = 90, workers: int = 1) -> list[Path]:
+    """n photos `photo_0000.jpg`... in `out` (kinds cycled; `workers` processes); files already there are kept."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = out / f"photo_{i:04d}.jpg"
-        if not path.is_file():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(make_photo(seed + i, size, kinds[i % len(kinds)], quality=quality))
-            tmp.replace(path)
-        paths.append(path)
+    paths = [out / f"photo_{i:04d}.jpg" for i in range(n)]
+    todo = [(p, seed + i, tuple(size), kinds[i % len(kinds)], quality) for i, p in enumerate(paths) if not p.is_file()]
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(todo))) as pool:
+            list(pool.map(_write_one, *zip(*todo)))
+    else:
+        for args in todo:
+            _write_one(*args)
     return paths
 
 
 def photo_folder(n: int, size: Tuple[int, int] = (4000, 3000), kinds: Sequence[str] = ("gradient",),
-                 seed: int = 0, quality: int = 90, root: Path | None = None) -> Path:
-    """A cached folder of `n` photos with these parameters (made on first use)."""
-    name = f"{size[0]}x{size[1]}_q{quality}_{'+'.join(kinds)}_s{seed}"
+                 seed: int = 0, quality: int = 90, root: Path | None = None, workers: int | None = None) -> Path:
+    """A cached folder of exactly `n` photos with these parameters (made on first use, on all cores)."""
+    name = f"{size[0]}x{size[1]}_q{quality}_{'+'.join(kinds)}_s{seed}_n{n}"
     folder = Path(root or CACHE) / name
-    write_photos(folder, n, size, kinds, seed, quality)
+    write_photos(folder, n, size, kinds, seed, quality, workers or os.cpu_count() or 1)
     return folder
 
 
@@ -110,10 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kind", choices=KINDS + ("mixed",), default="gradient")
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     kinds = KINDS if args.kind == "mixed" else (args.kind,)
-    paths = write_photos(args.out, args.n, tuple(args.size), kinds, args.seed, args.quality)
+    paths = write_photos(args.out, args.n, tuple(args.size), kinds, args.seed, args.quality, args.workers)
     total = sum(p.stat().st_size for p in paths)
     print(f"{len(paths)} photos in {args.out} ({total / len(paths) / 1e6:.1f} MB each on average)")
     return 0

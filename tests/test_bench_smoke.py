@@ -57,3 +57,20 @@ def test_encoder_profile_sorts_samples_into_parts(tmp_path):
     assert out["share"] == {"model forward": 0.6, "pixels -> batch (normalise)": 0.05, "event loop waiting": 0.1,
                             "read / answer the request": 0.05, "other (jina, gRPC, asyncio)": 0.2}
     assert out["threads"] == {"MainThread": 0.8, "Thread-2 (_poll_wrapper)": 0.2}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_real_workload_quick_runs_every_stage(tmp_path, capsys):
+    from bench import real_workload
+
+    real_workload.main(["--quick", "--out-dir", str(tmp_path), "--precisions", "fp32", "bf16", "--parity"])
+    data = json.loads((tmp_path / "real_workload.quick.json").read_text())
+    assert data["photos"]["n"] == 6 and len(data["rows"]) == 2
+    for row in data["rows"]:
+        assert row["bare_forward"]["best"]["images_per_s"] > 0 and row["bare_decode_forward"]["images_per_s"] > 0
+        assert row["encode"]["images"] == 6 and row["flow"]["index_images"] == 6
+        assert {"p50", "p99"} <= set(row["flow"]["query"]) and row["flow"]["encoder_rss_mb"] > 0
+        assert row["flow"]["start_s"] > 0 and row["checkpoint_mb"] > 0
+    assert data["rows"][1]["parity"]["precision"] == "bf16" and "ok" in data["rows"][1]["parity"]
+    assert "| backbone | precision | device |" in capsys.readouterr().out
