@@ -23,15 +23,19 @@ def make_thumbnail(image: Image.Image, max_side: int, max_bytes: int) -> Optiona
     """A data URI of `image` shrunk to at most `max_side` px a side: PNG, else JPEG, else None past `max_bytes`.
 
     PNG first: lossless, and small for flat synthetic images (a shapes scene is
-    under 1 KB); photos usually fit only as JPEG.
+    under 1 KB). An image decoded from a JPEG (a photo) goes straight to JPEG: a
+    lossless copy of a lossy source buys nothing, and its PNG is several times
+    larger. PNG's `optimize` is not used: it cost 30 ms a photo thumbnail for 0.3 % fewer bytes.
     """
     if max_side <= 0:
         return None
+    photo = getattr(image, "format", None) == "JPEG"
     thumb = image.convert("RGB")
     if max(thumb.size) > max_side:
         thumb = thumb.copy()
         thumb.thumbnail((max_side, max_side), Image.BICUBIC)
-    for fmt, mediatype, options in (("PNG", "image/png", {"optimize": True}), ("JPEG", "image/jpeg", {"quality": 85})):
+    formats = (("PNG", "image/png", {}), ("JPEG", "image/jpeg", {"quality": 85}))
+    for fmt, mediatype, options in formats[1:] if photo else formats:
         buf = io.BytesIO()
         thumb.save(buf, fmt, **options)
         data = buf.getvalue()

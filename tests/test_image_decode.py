@@ -151,3 +151,16 @@ def test_decode_workers_auto_is_the_cores_the_model_leaves_free():
     for bad in (-1, "many", 1.5, True):
         with pytest.raises(ValueError, match="decode_workers"):
             resolve_workers(bad, "cpu", 1)
+
+
+def test_a_photo_gets_a_jpeg_thumbnail_a_drawing_a_png_one():
+    from mlcl_executor.thumbnails import make_thumbnail
+
+    jpeg = open_image(photo((1200, 900)), PixelSpec(64), thumbnail=128)
+    uri = make_thumbnail(jpeg, 128, 32768)
+    assert uri.startswith("data:image/jpeg;")
+    thumb = Image.open(io.BytesIO(__import__("base64").b64decode(uri.split(",", 1)[1])))
+    assert thumb.size == (128, 96)
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(buf, "PNG")
+    assert make_thumbnail(open_image(buf.getvalue()), 128, 32768).startswith("data:image/png;")
