@@ -74,3 +74,19 @@ def test_real_workload_quick_runs_every_stage(tmp_path, capsys):
         assert row["flow"]["start_s"] > 0 and row["checkpoint_mb"] > 0
     assert data["rows"][1]["parity"]["precision"] == "bf16" and "ok" in data["rows"][1]["parity"]
     assert "| backbone | precision | device |" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(300)
+def test_draft_decoding_quick_measures_photos_and_checks_shapes_pngs(tmp_path, capsys):
+    from bench import draft_decoding
+    from conftest_serving import shapes_test_split
+
+    ds = shapes_test_split(n=50)
+    draft_decoding.main(["--quick", "--out-dir", str(tmp_path), "--shapes", str(ds.root), "--split", "test"])
+    data = json.loads((tmp_path / "draft_decoding.quick.json").read_text())
+    row = data["rows"][0]
+    assert row["model"] == "bundled" and 0.99 < row["cosine_min"] <= 1.0 + 1e-6 and row["psnr_db_min"] > 30
+    assert row["decoded_sizes"] == ["150x200", "200x150"]  # 1600x1200 at 1/8
+    shapes = data["shapes"]
+    assert shapes["images"] > 0 and shapes["identical_eval_path"] == shapes["identical_served_path"] == shapes["images"]
+    assert "| model | input px |" in capsys.readouterr().out
