@@ -53,8 +53,9 @@ else
   TRAIN_TYPE=rn-tiny; TRAIN_BACKBONE=mlcl-rn-tiny; TRAIN_GROUPS=8; TRAIN_BATCH=8; TRAIN_STEPS=2
 fi
 
+SLOW=$([ "$MODE" = cpu ] && echo 4 || echo 1)  # the CPU dry run's big models are slow: longer time limits
 step() {  # step NAME TIMEOUT_S CMD...: run, record status and seconds (never stops the script)
-  local name=$1 limit=$2; shift 2
+  local name=$1 limit=$(( $2 * SLOW )); shift 2
   local t0=$(date +%s.%N)
   echo "== $name: $*" | tee -a "$LOG/$name.log"
   timeout "$limit" "$@" >> "$LOG/$name.log" 2>&1
@@ -79,15 +80,17 @@ from bench.photos import photo_folder
 print(photo_folder($PHOTOS, tuple(int(x) for x in '$PHOTO_SIZE'.split())))")
 
 # ---------------------------------------------------------------- 2. real workload, bare and mlcl encode
+WORK=$LOG/work  # the random-weight checkpoints, kept for the steps below
 step real_workload 420 $PY bench/real_workload.py --device $DEVICE --backbones $BACKBONES --precisions $PRECISIONS \
   --parity --photos $PHOTOS --photo-size $PHOTO_SIZE --batch-sizes $BATCHES --sweep-images $SWEEP --reps 3 \
-  --skip flow --name real_workload_$DEVICE$SUFFIX
+  --skip flow --work "$WORK" --name real_workload_$DEVICE$SUFFIX
 
-# ---------------------------------------------------------------- 3. mlcl encode, resumed
+# ---------------------------------------------------------------- 3. mlcl encode (RN50x4, bf16), resumed
 VECS=$LOG/vectors
-step encode 180 $MLCL encode "$PHOTO_DIR" --out "$VECS" --device $DEVICE --precision bf16 --no-progress
-step encode_resume 120 bash -c "$MLCL encode '$PHOTO_DIR' --out '$VECS' --device $DEVICE --precision bf16 --no-progress \
-  | tee /dev/stderr | grep -q '^encoded 0 images'"
+CKPT=$WORK/random-RN50x4.pt
+step encode 180 $MLCL encode "$PHOTO_DIR" --out "$VECS" --checkpoint "$CKPT" --device $DEVICE --precision bf16 --no-progress
+step encode_resume 120 bash -c "$MLCL encode '$PHOTO_DIR' --out '$VECS' --checkpoint '$CKPT' --device $DEVICE \
+  --precision bf16 --no-progress | tee /dev/stderr | grep -q '^encoded 0 images'"
 
 # ---------------------------------------------------------------- 4. stage-2 training, RN50x4
 if [ "$HAVE_LAVIS" = 1 ]; then
@@ -105,7 +108,7 @@ fi
 if [ "$HAVE_JINA" = 1 ]; then
   step flow 420 $PY bench/real_workload.py --device $DEVICE --backbones RN50x4 --precisions fp32 bf16 \
     --photos $PHOTOS --photo-size $PHOTO_SIZE --batch-sizes ${BATCHES##* } --sweep-images $SWEEP --reps 2 \
-    --queries $QUERIES --skip encode --name real_workload_flow_$DEVICE$SUFFIX
+    --queries $QUERIES --skip encode --work "$WORK" --name real_workload_flow_$DEVICE$SUFFIX
 else
   skip flow "jina does not import with this python ($($PY -V 2>&1)); it needs Python <= 3.11"
 fi
