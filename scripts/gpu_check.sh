@@ -12,6 +12,7 @@
 #
 #   bash scripts/gpu_check.sh           # on the GPU machine
 #   bash scripts/gpu_check.sh --cpu     # the same steps on the CPU, small: a dry run (results: *_dryrun.json)
+#   HAVE_JINA=0 HAVE_LAVIS=0 bash scripts/gpu_check.sh --cpu   # the dry run of the H200 image's branches
 #
 # The H200 image has Python 3.12 with torch but no open_clip: carry its wheels (from this machine, once):
 #   echo /.whl/ >> .git/info/exclude
@@ -72,8 +73,9 @@ print('python', platform.python_version(), 'torch', torch.__version__, 'open_cli
 print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')
 assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no GPU visible to torch'
 "
-HAVE_JINA=$($PY -c "import jina, docarray" > /dev/null 2>&1 && echo 1 || echo 0)
-HAVE_LAVIS=$($PY -c "import lavis" > /dev/null 2>&1 && echo 1 || echo 0)
+# HAVE_JINA=0 / HAVE_LAVIS=0 in the environment: take the branches the H200 image takes (for a dry run here)
+HAVE_JINA=${HAVE_JINA:-$($PY -c "import jina, docarray" > /dev/null 2>&1 && echo 1 || echo 0)}
+HAVE_LAVIS=${HAVE_LAVIS:-$($PY -c "import lavis" > /dev/null 2>&1 && echo 1 || echo 0)}
 PHOTO_DIR=$($PY -c "
 import sys; sys.path.insert(0, '.')
 from bench.photos import photo_folder
@@ -99,7 +101,7 @@ if [ "$HAVE_LAVIS" = 1 ]; then
     model.init_from=null datasets.shapes.procedural.groups=$TRAIN_GROUPS run.batch_size_train=$TRAIN_BATCH \
     run.evaluate=false run.export=null
 else
-  skip train_stage2 "LAVIS does not import with this python ($($PY -V 2>&1)); plain-PyTorch stage-2 steps instead"
+  skip train_stage2 "LAVIS does not import with $($PY -V 2>&1) here; plain-PyTorch stage-2 steps instead"
   step train_stage2_plain 240 $PY bench/training_speed.py --backbone $TRAIN_BACKBONE --device $DEVICE \
     --batch-size $TRAIN_BATCH --steps 5 --warmup 1 --pool $((TRAIN_BATCH * 4)) --max-s 60 --name training_speed_gpu_check$SUFFIX
 fi
@@ -110,7 +112,7 @@ if [ "$HAVE_JINA" = 1 ]; then
     --photos $PHOTOS --photo-size $PHOTO_SIZE --batch-sizes ${BATCHES##* } --sweep-images $SWEEP --reps 2 \
     --queries $QUERIES --skip encode --work "$WORK" --name real_workload_flow_$DEVICE$SUFFIX
 else
-  skip flow "jina does not import with this python ($($PY -V 2>&1)); it needs Python <= 3.11"
+  skip flow "jina does not import with $($PY -V 2>&1) here (it needs Python <= 3.11)"
 fi
 
 # ---------------------------------------------------------------- summary
