@@ -286,6 +286,9 @@ def measure(backbone: str, precision: str, args: argparse.Namespace, photos: Pat
     from mlcl.model import load_checkpoint
     from mlcl.model.inference import resolve_device
 
+    from bench.common import load_average
+
+    load_start = load_average()
     device = resolve_device(args.device)
     ckpt = make_checkpoint(backbone, work)
     model = load_checkpoint(ckpt)
@@ -314,13 +317,14 @@ def measure(backbone: str, precision: str, args: argparse.Namespace, photos: Pat
         row["flow_over_bare_forward"] = row["flow"]["index_images_per_s"] / best["images_per_s"]
     if "encode" in row:
         row["encode_over_bare_forward"] = row["encode"]["images_per_s"] / best["images_per_s"]
+    row["load_average_1_5_15"] = {"start": load_start, "end": load_average()}  # the machine may be shared
     return row
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
     headers = ["backbone", "precision", "device", "bare forward img/s (format, threads, batch)", "bare decode+forward img/s",
                "mlcl encode img/s", "Flow /index img/s", "Flow / bare", "query p50 / p99 ms", "encoder RSS MB",
-               "checkpoint MB", "start s"]
+               "checkpoint MB", "start s", "load (1 min) start / end"]
     out = []
     for r in rows:
         b = r["bare_forward"]["best"]
@@ -333,6 +337,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
             f.get("index_images_per_s"), r.get("flow_over_bare_forward"),
             f"{q['p50']:.0f} / {q['p99']:.0f}" if q else None,
             f.get("encoder_rss_mb"), r["checkpoint_mb"], f.get("start_s"),
+            "{} / {}".format(*[(x or [None])[0] for x in (r["load_average_1_5_15"]["start"], r["load_average_1_5_15"]["end"])]),
         ])
     return markdown_table(headers, out)
 
