@@ -40,15 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlcl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # command not built yet
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module.register(p)
+        importlib.import_module(module_name).register(p)
     return parser
+
+
+class UserError(Exception):
+    """A bad file or argument: `main` prints `mlcl COMMAND: <the message>` (one line) and exits with status 2."""
+
+
+#: Errors that end a command with one line, not a traceback: a user's mistake, a file that is not there or
+#: cannot be read, an installed jina that mlcl's fixes were not written for (its message says what to pin).
+ONE_LINE_ERRORS = (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,11 +64,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from mlcl_executor.jina_patches.check import JinaMismatch
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"mlcl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (*ONE_LINE_ERRORS, JinaMismatch) as exc:
+        print(f"mlcl {args.command}: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of a one-line error (an OSError says what and which file)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 if __name__ == "__main__":

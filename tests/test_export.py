@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest_serving import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, subprocess_env
 
 FLOW = REPO_ROOT / "flows" / "flow.docker.yml"
 GATEWAY_IMAGE = "jinaai/jina:3.33.1-py311-standard"

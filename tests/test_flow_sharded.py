@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from docarray import DocList
 
-from conftest_serving import REPO_ROOT, data_uri, png_bytes, running_flow, tiny_checkpoint
+from helpers import REPO_ROOT, data_uri, png_bytes, running_flow, tiny_checkpoint
 from mlcl_executor.indexer import MLCLIndexer
 from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
-from mlcl_executor.serving import grpc_client, http_post
+from mlcl_cli.client import grpc_client, http_post
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from docarray import DocList
 
-import conftest_serving  # noqa: F401  (Jina environment)
-from conftest_serving import REPO_ROOT, subprocess_env
+
+from helpers import REPO_ROOT, subprocess_env
 
 if not os.environ.get("CI"):
     pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]'); CI installs it")

@@ -43,7 +43,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def collect(paths: list[Path], recursive: bool) -> list[tuple[str, Path]]:
     """(id, file) pairs: ids relative to the folder given, unique."""
-    from mlcl_executor.serving import image_files
+    from mlcl_cli.client import image_files
 
     pairs: dict[str, Path] = {}
     for p in paths:
@@ -54,7 +54,7 @@ def collect(paths: list[Path], recursive: bool) -> list[tuple[str, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlcl_executor import launcher
+    from mlcl_cli import launcher
 
     launcher.quiet()
     if args.vectors is not None or args.ids is not None:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlcl_executor.schemas import GalleryDoc, StatsDoc
-    from mlcl_executor.serving import batched
+    from mlcl_cli.client import batched
 
     try:
         items = collect(args.paths, recursive=not args.no_recursive)
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _connect(args: argparse.Namespace):  # noqa: ANN202 - a jina Client, or None
     """A gRPC client of the Flow at --host/--port; None (after one line on stderr) when none answers."""
-    from mlcl_executor.serving import NoFlowError, check_flow, grpc_client
+    from mlcl_cli.client import NoFlowError, check_flow, grpc_client
 
     try:
         check_flow(args.host, args.port)

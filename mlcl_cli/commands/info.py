@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -13,10 +14,15 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlcl.checkpoint_header import checkpoint_problem
     from mlcl.model import read_checkpoint
     from mlcl.paths import DEFAULT_CHECKPOINT
+    from mlcl_cli.cli import UserError
 
     path = args.checkpoint or DEFAULT_CHECKPOINT
+    problem = checkpoint_problem(Path(path))
+    if problem:
+        raise UserError(problem)
     payload = read_checkpoint(path)
     cfg = payload["config"]
     n_params = sum(v.numel() for v in payload["state_dict"].values())
