@@ -4,5 +4,5 @@ demo:
 	bash scripts/demo.sh
 test:
 	bash scripts/test.sh
-test-fast:   # every test but those marked slow (a Flow, a subprocess, a browser, a wheel build)
+test-fast:   # every test but those marked slow (a Flow, a subprocess, a browser, a wheel build, a whole evaluation)
 	bash scripts/test.sh -m "not slow"

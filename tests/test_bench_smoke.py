@@ -11,6 +11,7 @@ os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
 os.environ.setdefault("JINA_HIDE_SURVEY", "1")
 
 
+@pytest.mark.slow  # index_scale.py runs each store in a subprocess
 @pytest.mark.timeout(120)
 def test_index_scale_and_training_speed_quick(tmp_path, capsys):
     from bench import index_scale, training_speed

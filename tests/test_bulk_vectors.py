@@ -67,6 +67,7 @@ def test_vector_files_are_checked(tmp_path):
         load_vector_files(tmp_path / "bad.npy", tmp_path / "ids.txt")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_mlcl_index_vectors_through_a_flow(tmp_path):
     from test_flow_restart import Server, cli

@@ -104,6 +104,7 @@ def test_a_bad_standard_document_gets_no_vector_and_the_rest_are_served(encoders
     assert [d.embedding for d in docs[1:]] == [None, None, None]
 
 
+@pytest.mark.slow
 def test_mlcl_encoder_in_a_flow_of_standard_documents_with_a_users_indexer():
     shapes = shapes_test_split(6)
     names = list(shapes.gallery)

@@ -15,6 +15,8 @@ FLOW = REPO_ROOT / "flows" / "flow.docker.yml"
 GATEWAY_IMAGE = "jinaai/jina:3.33.1-py311-standard"
 JINA = [sys.executable, "-c", "import sys; from jina_cli import main; sys.argv[0] = 'jina'; main()"]
 
+pytestmark = pytest.mark.slow  # `jina export` in a subprocess
+
 
 def jina_export(*args: str) -> None:
     env = subprocess_env()

@@ -19,7 +19,7 @@ from mlcl.paths import DEFAULT_CHECKPOINT
 from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
 from mlcl_cli.client import grpc_client, http_post
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # Flows / a Milvus Lite process
 
 N_TRIPLETS = 10  # shapes test split of 10 queries: 60 gallery images
 

@@ -22,7 +22,7 @@ from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc  # noqa: E402
 from mlcl_cli.flows import free_port  # noqa: E402
 from mlcl_cli.client import grpc_client, http_post
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # Flows / a Milvus Lite process
 N_TRIPLETS = 6
 
 

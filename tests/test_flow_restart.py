@@ -20,6 +20,8 @@ from mlcl_cli.client import grpc_client
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),
            (128, 0, 0), (0, 128, 0), (0, 0, 128), (128, 128, 0), (40, 40, 40), (220, 220, 220)]
 
+pytestmark = pytest.mark.slow  # `mlcl serve` and the CLI in subprocesses
+
 
 class Server:
     """`python -m mlcl_cli serve ...` as a child process, its output in a log file."""

@@ -11,7 +11,7 @@ from mlcl_executor.indexer import MLCLIndexer
 from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
 from mlcl_cli.client import grpc_client, http_post
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # Flows / a Milvus Lite process
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,6 @@ def test_requirements_name_the_current_wheel():
 
 
 def test_config_loads_a_working_encoder():
-
     from jina import Executor
 
     from mlcl_executor.schemas import QueryDoc

@@ -48,6 +48,7 @@ def test_no_module_imports_upward(package):
     assert not bad, "\n".join(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_importing_the_whole_core_loads_neither_jina_nor_lavis():
     code = """

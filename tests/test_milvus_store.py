@@ -28,7 +28,7 @@ from mlcl_executor.indexer import META_FILE, MLCLIndexer  # noqa: E402
 from mlcl_executor.stores.milvus import MilvusStore, milvus_options  # noqa: E402
 from mlcl_executor.schemas import GalleryDoc, QueryDoc  # noqa: E402
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # Flows / a Milvus Lite process
 D = 16
 
 

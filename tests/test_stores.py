@@ -203,6 +203,7 @@ def test_a_docarray_era_workspace_is_converted_on_open(tmp_path, backend):
     assert create_store(backend, D, tmp_path).count() == 30
 
 
+@pytest.mark.slow
 def test_only_the_legacy_reader_imports_docarray():
     code = (
         "import sys; import mlcl_executor.stores.memory, mlcl_executor.stores.hnsw, mlcl_executor.stores.wal;"

@@ -51,6 +51,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 WAIT_S = 30
 START_TIMEOUT = 240  # s: `mlcl serve` on a loaded 2-core box (an idle start is ~10 s)
 
+pytestmark = pytest.mark.slow  # a Flow and a headless browser
+
 
 def artifact_dir() -> Path:
     folder = Path(os.environ.get("MLCL_TEST_ARTIFACTS") or REPO_ROOT / "outputs" / "test-artifacts")
