@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from mlcl_cli.launcher import FlowStartError
     from mlcl_executor.jina_patches.check import JinaMismatch
 
     try:
@@ -74,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (*ONE_LINE_ERRORS, JinaMismatch) as exc:
         print(f"mlcl {args.command}: {one_line(exc)}", file=sys.stderr)
         return 2
+    except FlowStartError as exc:
+        print(f"mlcl {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 def one_line(exc: BaseException) -> str:

@@ -4,14 +4,16 @@ Used by `mlcl serve` and `mlcl demo`. What it guarantees:
 
 - `preflight()` checks what is cheap to check before any process starts (the
   checkpoint file, the workspace's index against the configured backend, the
-  ports) and returns one line per problem.
+  ports, the services the Flow's Executors need: a docker daemon, a Milvus
+  server) and returns one line per problem.
 - `quiet()` keeps a healthy start to our own lines: jina logs only errors, and
   the known third-party warnings are filtered by message, one by one
   (`--verbose` skips all of this).
 - `supervised()` runs a Flow so that a start that fails ends the process within
   seconds with one line and no child left behind (jina's own abort path waits
-  on a gateway that retries forever), and so that SIGTERM or one Ctrl-C stops
-  the Flow and every child within a bounded time.
+  on a gateway that retries forever), a signal before the Flow is ready ends it
+  at once, and SIGTERM or one Ctrl-C stops a running Flow and every child within
+  a bounded time.
 
 The torch gate (`keep_model_out`) is `mlcl_executor.torch_gate`: the Flow's own
 processes need it too.
@@ -37,6 +39,10 @@ from .flows import quiet_jina
 
 #: How long a stop may take before the children are killed (SIGTERM/Ctrl-C must end within 10 s).
 STOP_GRACE_S = 6.0
+
+
+class FlowStartError(RuntimeError):
+    """The Flow could not start (the message says why, on one line); every process it started is stopped."""
 
 
 def quiet() -> None:
@@ -78,8 +84,43 @@ def check_workspace(workspace: Path, backend: Optional[str]) -> List[str]:
     return problems
 
 
-def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str], ports: Dict[str, int]) -> List[str]:
-    """Every problem found before starting anything, one line each (empty: go)."""
+def answers(host: str, port: int, timeout: float = 3.0) -> bool:
+    """Whether something accepts a TCP connection at host:port."""
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def service_problems(config: Dict[str, Any]) -> List[str]:
+    """Services the Flow's Executors need that do not answer (one line each): a docker daemon for
+    `docker://` Executors, the Milvus server a `milvus` indexer names."""
+    import urllib.parse
+
+    from mlcl_executor.stores.milvus import URI_ENV, is_server_uri
+
+    problems = []
+    images = [str(e["uses"]) for e in config.get("executors", []) if str(e.get("uses", "")).startswith("docker://")]
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if images and host.startswith("unix://") and not Path(host[len("unix://"):]).exists():  # tcp/ssh: left to docker
+        problems.append(f"the Flow runs Executors in docker images ({', '.join(sorted(set(images)))}) and no docker "
+                        f"daemon is reachable here (no {host[len('unix://'):]}); flows/flow.docker.yml is meant for "
+                        "`jina export` (docs/serving.md)")
+    for executor in config.get("executors", []):
+        with_ = executor.get("uses_with") or {}
+        uri = os.environ.get(URI_ENV) or (with_.get("milvus") or {}).get("uri")
+        if with_.get("backend") == "milvus" and uri and is_server_uri(str(uri)):
+            url = urllib.parse.urlsplit(str(uri))
+            if not answers(url.hostname or "localhost", url.port or 19530):
+                problems.append(f"no Milvus server answers at {uri} (the {executor.get('name', 'indexer')}'s milvus.uri; "
+                                f"${URI_ENV} replaces it)")
+    return problems
+
+
+def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str], ports: Dict[str, int],
+              config: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Every problem found before starting anything, one line each (empty: go). `config`: the Flow's (flows.flow_config)."""
     problems = []
     if checkpoint is not None:
         why = checkpoint_problem(checkpoint)
@@ -89,7 +130,7 @@ def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str
     for protocol, port in ports.items():
         if port_in_use(port):
             problems.append(f"{protocol} port {port} is in use (another `mlcl serve`? choose one with --{protocol}-port)")
-    return problems
+    return problems + (service_problems(config) if config else [])
 
 
 # ------------------------------------------------------------- supervision
@@ -198,8 +239,13 @@ def supervised(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with contextlib.nullcontext() if show_jina_banner else no_banner():
-            flow.start()
+        try:
+            with contextlib.nullcontext() if show_jina_banner else no_banner():
+                flow.start()
+        except Exception as exc:  # jina raised instead of logging its abort (e.g. no docker daemon for an image)
+            ready.set()  # no abort to watch for any more
+            kill_processes(flow_procs.current())
+            raise FlowStartError(f"the Flow could not start: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
         ready.set()
         yield stop
     finally:
@@ -223,5 +269,6 @@ def _stop_within(flow: Any, prog: str, flow_procs: "FlowProcesses") -> None:
 
 
 __all__ = [
-    "FlowProcesses", "check_workspace", "descendants", "kill_processes", "port_in_use", "preflight", "quiet", "supervised",
+    "FlowProcesses", "FlowStartError", "answers", "check_workspace", "descendants", "kill_processes", "port_in_use",
+    "preflight", "quiet", "service_problems", "supervised",
 ]

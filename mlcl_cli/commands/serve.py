@@ -5,7 +5,8 @@
     mlcl serve --backend hnsw --workspace /data/mlcl-index --image-root /data/images
 
 Equivalent to `jina flow --uses flows/flow.yml` plus overrides, with checks
-first (checkpoint, workspace, ports: one line each, nothing started), a quiet
+first (checkpoint, workspace, ports, a Milvus server or docker daemon the Flow needs: one line each,
+nothing started), a quiet
 log (our own lines; `--verbose` shows jina's), and a clean stop on Ctrl-C or
 SIGTERM (every child process ends). jina is imported inside `run`.
 """
@@ -76,12 +77,13 @@ def run(args: argparse.Namespace) -> int:
     kwargs = dict(flow_file=flow_file, grpc_port=args.grpc_port, http_port=args.http_port,
                   workspace=args.workspace, quiet_errors=not args.verbose, **flow_overrides(args))
     try:
-        ports = flow_ports(flow_config(**kwargs))
+        config = flow_config(**kwargs)
+        ports = flow_ports(config)
     except ValueError as exc:
         print(f"mlcl serve: {exc}", file=sys.stderr)
         return 2
     checkpoint = Path(args.checkpoint).expanduser().resolve() if args.checkpoint else DEFAULT_CHECKPOINT
-    problems = launcher.preflight(checkpoint, Path(args.workspace).resolve(), args.backend, ports)
+    problems = launcher.preflight(checkpoint, Path(args.workspace).resolve(), args.backend, ports, config)
     if problems:
         for problem in problems:
             print(f"mlcl serve: {problem}", file=sys.stderr)
