@@ -6,8 +6,16 @@ index, search, demo) and the training package `training` (train); none of them
 imports `mlcl_cli`, and `mlcl` imports neither of the other two
 (tests/test_layering.py). Each subcommand lives in its own module under
 `mlcl_cli.commands`, parses its arguments and calls into those packages; it
-exposes `register(parser)`. Heavy dependencies (torch, jina, LAVIS) load only
-inside the command that runs, so `mlcl --help` stays fast.
+exposes `register(parser)`. What serves a person at a terminal is here too:
+`launcher.py` (checks, a quiet log, a supervised start and stop), `flows.py`
+and `resources.py` (a Flow from its YAML, the YAMLs of a checkout or of the
+installed package), `client.py` (gRPC and HTTP clients), `demo.py`. Heavy
+dependencies (torch, jina, LAVIS) load only inside the command that runs, so
+`mlcl --help` stays fast.
+
+A bad file or argument ends a command with one line, not a traceback: a
+command raises `UserError` (or a file error, or jina_patches' `JinaMismatch`)
+and `main` prints `mlcl COMMAND: <why>` and exits with status 2.
 """
 
 from __future__ import annotations
