@@ -1,9 +1,10 @@
-"""`mlcl info [CHECKPOINT]`: what a checkpoint holds (backbone, method, sizes, versions, metrics)."""
+"""`mlcl info [CHECKPOINT]`: what a checkpoint holds (backbone, method, sizes, model id, versions, metrics)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -14,14 +15,22 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlcl.model import read_checkpoint
+    from mlcl.model_id import checkpoint_id
     from mlcl.paths import DEFAULT_CHECKPOINT
 
     path = args.checkpoint or DEFAULT_CHECKPOINT
-    payload = read_checkpoint(path)
+    try:
+        payload = read_checkpoint(path)
+    except (FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
+        print(f"mlcl info: {exc}", file=sys.stderr)
+        return 2
     cfg = payload["config"]
+    extra = payload.get("extra", {})
     n_params = sum(v.numel() for v in payload["state_dict"].values())
     info = {
         "path": str(path),
+        # Vectors are comparable only between equal ids: the encoder logs it, a workspace records it.
+        "model_id": checkpoint_id(path),
         "backbone": cfg["backbone"]["model_name"],
         "embed_dim": cfg["backbone"]["model_config"]["embed_dim"],
         "image_size": cfg["backbone"]["model_config"]["vision_cfg"].get("image_size"),
@@ -29,10 +38,14 @@ def run(args: argparse.Namespace) -> int:
         "levels": cfg["method"]["levels"],
         "stage": payload.get("stage"),
         "normalize_features": cfg.get("normalize_features", True),
+        "inference_weighting": cfg.get("inference_weighting", "train"),
+        "target_pad_ratio": cfg.get("target_pad_ratio", 1.25),
         "parameters": n_params,
         "versions": payload.get("versions", {}),
-        "metrics": payload.get("extra", {}).get("metrics", {}),
+        "metrics": extra.get("metrics", {}),
     }
+    if extra.get("import"):  # written by `mlcl import-weights`: the source files and their code
+        info["import"] = extra["import"]
     if args.json:
         print(json.dumps(info, indent=2))
     else:
