@@ -185,6 +185,21 @@ def test_wrong_files_are_named(files, tmp_path):
         import_weights("mlcl-authors", mlcl_ckpt, comb, "oai-rn-micro")
 
 
+def test_their_files_given_where_a_checkpoint_is_expected(files, tmp_path, capsys):
+    from mlcl.model import CheckpointError
+    from mlcl_cli.cli import main
+
+    with pytest.raises(CheckpointError, match="a TorchScript archive .* mlcl import-weights"):
+        load_checkpoint(files["vit_release"])
+    with pytest.raises(CheckpointError, match="not an mlcl checkpoint .* CLIP4Cir's files to mlcl import-weights"):
+        load_checkpoint(files["rn_clip"])
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    assert main(["info", str(text)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mlcl info: {text}: not a readable checkpoint") and "\n" not in err
+
+
 # ------------------------------------------------------------------------------ OpenAI files as `pretrained`
 def test_openai_files_as_pretrained(files, tmp_path):
     for path in (files["vit_release"], files["rn_clip"]):
@@ -237,6 +252,19 @@ def test_cli_import_then_info(files, tmp_path, capsys):
     assert err.startswith("mlcl import-weights: ") and "a CLIP file" in err and "\n" not in err
 
 
+def test_mlcl_eval_scores_the_import_with_fashioniqs_protocol(files, tmp_path, capsys):
+    from mlcl_cli.cli import main
+    from test_eval_fakes import write_fashioniq_fixture
+
+    model, info = import_weights("mlcl-authors", files["rn_clip"], files["mlcl_combiner"], "oai-rn-micro")
+    path = save_checkpoint(model, tmp_path / "fiq.pt", extra={"import": info})
+    root = write_fashioniq_fixture(tmp_path)
+    assert main(["eval", "--checkpoint", str(path), "--dataset", "fashioniq", "--data-root", str(root),
+                 "--num-workers", "0", "--no-progress", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"dress/R@10", "R@10", "R@50", "headline"} <= set(metrics)
+
+
 # ------------------------------------------------------------------------------------------ through a Flow
 @pytest.mark.slow
 @pytest.mark.timeout(300)
@@ -273,3 +301,19 @@ def test_a_running_flow_encodes_as_the_authors_code(files, tmp_path):
     assert query.error is None and gallery.error is None
     assert _max_diff(torch.as_tensor(query.embedding, dtype=torch.float32), want_query) <= TOL
     assert _max_diff(torch.as_tensor(gallery.embedding, dtype=torch.float32), want_gallery) <= TOL
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_benchmark_script_quick(tmp_path):
+    """bench/import_weights.py (--quick: a small backbone) runs the command and writes the fields the docs cite."""
+    from bench import import_weights as bench
+
+    out = bench.main(["--quick", "--images", "2", "--out-dir", str(tmp_path)])
+    data = json.loads((tmp_path / "import_weights.quick.json").read_text())
+    assert len(data["results"]) == 4 and out["results"] == data["results"]
+    for row in data["results"]:
+        assert row["import_s"] > 0 and row["out_mb"] > 0
+        if not row["half"]:
+            assert max(row["query_max_abs_diff_released"], row["query_max_abs_diff_train"],
+                       row["gallery_max_abs_diff"]) <= TOL

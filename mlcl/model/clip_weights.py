@@ -85,8 +85,13 @@ def read_torch_file(path: str | Path, what: str) -> Any:
         # weights_only: a pickle from elsewhere never runs code here; mmap: big files are not read whole.
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{path}: not a PyTorch weights file {what} can be read from ({first})") from None
+        raise WeightsError(f"{path}: not a PyTorch weights file {what} can be read from ({first_line(exc)})") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line (torch's load errors run to a dozen lines of advice)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _strip_module_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
