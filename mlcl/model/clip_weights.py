@@ -25,13 +25,15 @@ import math
 import os
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import open_clip
 import torch
 from torch import nn
+
+from ..checkpoint_header import FORMAT as CHECKPOINT_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +55,6 @@ class ClipWeights:
     kind: str  # "openai-torchscript" | "clip-package" ({'CLIP': ...}) | "state-dict" | "open_clip-checkpoint"
     state: dict[str, torch.Tensor]
     epoch: int | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def from_openai_code(self) -> bool:
-        """Written by OpenAI's `clip` code (a release file or a model fine-tuned with it): QuickGELU weights."""
-        return self.kind in ("openai-torchscript", "clip-package")
 
 
 def is_torchscript(path: Path) -> bool:
@@ -80,7 +76,7 @@ def read_torch_file(path: str | Path, what: str) -> Any:
                 warnings.simplefilter("ignore", FutureWarning)
                 return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # a damaged archive raises many kinds
-            raise WeightsError(f"{path}: a damaged TorchScript archive ({type(exc).__name__}: {exc})") from None
+            raise WeightsError(f"{path}: a damaged TorchScript archive ({first_line(exc)})") from None
     try:
         # weights_only: a pickle from elsewhere never runs code here; mmap: big files are not read whole.
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
@@ -113,7 +109,7 @@ def read_clip_weights(path: str | Path, what: str = "CLIP weights") -> ClipWeigh
     if isinstance(obj, torch.jit.ScriptModule):
         state = {k: v for k, v in obj.state_dict().items() if k not in TORCHSCRIPT_EXTRAS}
         kind = "openai-torchscript"
-    elif isinstance(obj, Mapping) and obj.get("format") == "mlcl-checkpoint":
+    elif isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         raise WeightsError(f"{path}: an mlcl checkpoint, not CLIP weights: serve or evaluate it as it is "
                            "(--checkpoint), or start stage 2 from it (--init-from)")
     elif isinstance(obj, Mapping) and CLIP_KEY in obj:

@@ -19,11 +19,13 @@ from typing import Any, Mapping
 
 import torch
 
+from ..checkpoint_header import FORMAT as CHECKPOINT_FORMAT
 from ..model_id import checkpoint_id
 from ..weight_sources import import_sources, pad_ratio
 from . import build_model  # (this module is not imported by the package's __init__: no cycle)
 from .backbone import backbone_config
 from .clip_weights import (
+    CLIP_KEY,
     ClipWeights,
     WeightsError,
     backbone_shapes,
@@ -66,9 +68,9 @@ def read_combiner(path: str | Path) -> tuple[dict[str, torch.Tensor], int | None
                            "give it as --clip")
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: not a combiner file (it holds a {type(obj).__name__})")
-    if "CLIP" in obj:
-        raise WeightsError(f"{path}: a CLIP file (key 'CLIP'), not a combiner: give it as --clip")
-    if obj.get("format") == "mlcl-checkpoint":
+    if CLIP_KEY in obj:
+        raise WeightsError(f"{path}: a CLIP file (key '{CLIP_KEY}'), not a combiner: give it as --clip")
+    if obj.get("format") == CHECKPOINT_FORMAT:
         raise WeightsError(f"{path}: an mlcl checkpoint already: serve or evaluate it as it is (--checkpoint)")
     epoch = obj.get("epoch") if isinstance(obj.get("epoch"), int) else None
     state = obj.get(COMBINER_KEY, obj)
