@@ -34,7 +34,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("index", "mlcl_cli.commands.index", "index a folder of gallery images into a running Flow"),
     ("search", "mlcl_cli.commands.search", "run a composed (image + text) query against a running Flow"),
     ("demo", "mlcl_cli.commands.demo", "end-to-end demo on the bundled default model"),
-    ("info", "mlcl_cli.commands.info", "describe a checkpoint (backbone, method, sizes, versions)"),
+    ("info", "mlcl_cli.commands.info", "describe a checkpoint (backbone, method, sizes, model id, versions)"),
+    ("import-weights", "mlcl_cli.commands.import_weights",
+     "turn a model trained with the MLCL authors' or CLIP4Cir's code into an mlcl checkpoint"),
 ]
 
 

@@ -57,7 +57,7 @@ class MLCLEncoder(Executor):
 
     Configured in `config.yml` (`with:`): `checkpoint` (default: the bundled
     model), `device` (`auto`/`cpu`/`cuda[:N]`), `batch_size`,
-    `inference_weighting` (`train` | `released`), and the image-source policy
+    `inference_weighting` (`train` | `released`; default: the checkpoint's), and the image-source policy
     `image_roots`, `allow_urls`, `max_image_bytes`, `max_image_pixels`, `url_timeout`;
     gallery thumbnails `thumbnail_size` (px a side, 0: none) and `thumbnail_max_bytes`;
     `decode_workers` (processes that decode images; 0: decode in the request's thread).
@@ -75,7 +75,7 @@ class MLCLEncoder(Executor):
         checkpoint: Optional[str] = None,
         device: str = "auto",
         batch_size: int = 32,
-        inference_weighting: str = "train",
+        inference_weighting: Optional[str] = None,
         image_roots: Optional[List[str]] = None,
         allow_urls: bool = False,
         max_image_bytes: int = 20 * 1024 * 1024,
@@ -115,7 +115,8 @@ class MLCLEncoder(Executor):
         try:
             self.device = resolve_device(device)
             self.model = load_checkpoint(path, device=self.device)
-            self.model.set_inference_weighting(inference_weighting)
+            if inference_weighting:  # None: the checkpoint's own (an imported model's is its source's)
+                self.model.set_inference_weighting(inference_weighting)
         except Exception as exc:
             # One line that says why (jina's own report is a traceback, hidden by `mlcl serve`).
             self.logger.error(f"MLCLEncoder cannot start: {exc}")

@@ -27,12 +27,12 @@ matrix's row order.
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
+
+from mlcl.model_id import checkpoint_id  # one definition, shared with the core and the CLI
 
 MODEL_TAG = "mlcl_model"
 
@@ -70,21 +70,6 @@ def model_problem(model: Optional[str], expected: str) -> Optional[str]:
     if model == expected:
         return None
     return f"this encoder's model is {expected!r} (vectors of another model cannot be mixed in; send the images instead)"
-
-
-@lru_cache(maxsize=8)
-def _file_id(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def checkpoint_id(path: Path) -> str:
-    """The model id of a checkpoint file: 16 hex digits of its SHA-256 (cached per file version)."""
-    stat = Path(path).stat()
-    return _file_id(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def load_vector_files(vectors: Path, ids: Path) -> Tuple[np.ndarray, List[str]]:

@@ -111,6 +111,13 @@ def run(args: argparse.Namespace) -> int:
     problem = checkpoint_problem(Path(checkpoint))
     if problem:
         raise UserError(problem)
+    from mlcl.preflight import PreflightError, check_data_root
+
+    try:
+        check_data_root(dataset, data_root)  # before the model loads (seconds for RN50x4)
+    except PreflightError as exc:
+        print(f"mlcl eval: {exc}", file=sys.stderr)
+        return 1
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_checkpoint(checkpoint, device=device)
     if args.weighting:
