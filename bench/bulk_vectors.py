@@ -53,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
     quiet_jina()
-    from mlcl_executor.serving import build_flow, free_port
+    from mlcl_cli.flows import build_flow, free_port
 
     ckpt = bench_checkpoint(args.checkpoint)
     dim: Optional[int] = None
@@ -69,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 from docarray import DocList
 
                 from mlcl_executor.schemas import QueryDoc
-                from mlcl_executor.serving import grpc_client
+                from mlcl_cli.client import grpc_client
 
                 q = grpc_client(port=grpc).post("/encode", DocList[QueryDoc]([QueryDoc(text="a red circle")]),
                                                 return_type=DocList[QueryDoc])[0]

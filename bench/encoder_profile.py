@@ -33,7 +33,9 @@ PARTS = [
     ("pixels -> batch (normalise)", ("images_from_pixels",)),
     ("model forward", ("mlcl/model/", "open_clip/", "torch/nn/")),
     ("decode (inline, decode_workers 0)", ("decode_many",)),
-    ("read / answer the request", ("proto_docs.py", "docarray/", "_begin", "_take_decoded", "_model_batches", "drop_payloads")),
+    # the document adapters, and the pipeline's bookkeeping around the model calls
+    ("read / answer the request", ("proto_docs.py", "typed_docs.py", "standard_docs.py", "docarray/",
+                                   "mlcl_executor/pipeline.py")),
     ("event loop waiting", ("selectors.py",)),
 ]
 
@@ -80,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
     from bench.encoder_throughput import flow_pids, load_inputs, make_docs
     from mlcl_executor.schemas import QueryDoc
-    from mlcl_executor.serving import build_flow, free_port
+    from mlcl_cli.flows import build_flow, free_port
 
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():

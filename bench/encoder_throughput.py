@@ -302,7 +302,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     import torch
 
     from mlcl.model import load_checkpoint
-    from mlcl_executor.serving import build_flow, free_port
+    from mlcl_cli.flows import build_flow, free_port
 
     args = parse_args(argv)
     info = machine_info()

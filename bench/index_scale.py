@@ -233,7 +233,7 @@ def run_worker(args: argparse.Namespace) -> Dict[str, Any]:
 
             workdir = Path(tmp.name) / "ws"
             hnsw_opts = {"ef": args.store_ef, "M": args.M, "ef_construction": args.ef_construction, "num_threads": threads}
-            store = create_store("memory" if backend == "store-memory" else "hnsw", dim, workdir, hnsw_opts)
+            store = create_store("memory" if backend == "store-memory" else "hnsw", dim, workdir, hnsw=hnsw_opts)
             if backend == "store-hnsw":
                 res["build_threads"] = threads
             built, t_start = timed_upserts(store, ids, x, args.chunk, args.budget_s, f"{backend} {n}")

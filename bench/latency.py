@@ -54,7 +54,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
     from mlcl.data.shapes import ShapesDataset, ensure_shapes
     from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
-    from mlcl_executor.serving import build_flow, free_port, grpc_client, http_error, http_post
+    from mlcl_cli.flows import build_flow, free_port
+    from mlcl_cli.client import grpc_client, http_error, http_post
 
     args = parse_args(argv)
     info = machine_info()

@@ -191,7 +191,7 @@ def flow_yaml(work: Path, ckpt: Path, device: str, precision: str, best: Dict[st
     """flows/flow.yml with this encoder's settings (what a user would put in config.yml)."""
     import yaml
 
-    from mlcl_executor.serving import flow_config
+    from mlcl_cli.flows import flow_config
 
     encoder = {"checkpoint": str(ckpt), "device": device, "precision": precision, "memory_format": best["memory_format"],
                "batch_size": int(best["batch"]), "torch_threads": best.get("threads")}
@@ -215,7 +215,7 @@ def encoder_rss(serve_pid: int) -> Dict[str, Optional[float]]:
 
 def run_flow(photos: Path, ckpt: Path, device: str, precision: str, best: Dict[str, Any], work: Path,
              queries: int) -> Dict[str, Any]:
-    from mlcl_executor.serving import free_port
+    from mlcl_cli.flows import free_port
 
     grpc, http = free_port(), free_port()
     flow = flow_yaml(work, ckpt, device, precision, best)
@@ -262,7 +262,7 @@ def hybrid_queries(port: int, paths: Sequence[Path], n: int) -> Dict[str, Any]:
     from docarray import DocList
 
     from mlcl_executor.schemas import QueryDoc
-    from mlcl_executor.serving import grpc_client
+    from mlcl_cli.client import grpc_client
 
     client = grpc_client("localhost", port)
     images = [p.read_bytes() for p in paths[: max(1, min(len(paths), 8))]]
@@ -284,7 +284,7 @@ def measure(backbone: str, precision: str, args: argparse.Namespace, photos: Pat
     import torch
 
     from mlcl.model import load_checkpoint
-    from mlcl.model.inference import resolve_device
+    from mlcl.device import resolve_device
 
     from bench.common import load_average
 

@@ -26,9 +26,11 @@ from .data.images import PixelFiles, collate_pixels
 from .gallery_files import gallery_items
 from .image_decode import auto_decode_workers
 from .model import load_checkpoint
-from .model.inference import prepare_for_inference, resolve_device
+from .device import resolve_device
+from .model.inference import prepare_for_inference
 from .paths import DEFAULT_CHECKPOINT
-from .vector_files import VectorDir, checkpoint_id
+from .model_id import checkpoint_id
+from .vector_files import VectorDir
 
 
 @dataclass

@@ -62,7 +62,8 @@ def checkpoint_problem(path: Path) -> Optional[str]:
             return f"checkpoint {path} is not readable ({type(exc).__name__}: {exc})"
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         return (f"checkpoint {path} is not an mlcl checkpoint (no 'format': '{FORMAT}'; a bare open_clip or "
-                "LAVIS checkpoint is a training input, not a model to serve)")
+                "LAVIS checkpoint is a training input, not a model to serve; the MLCL authors' or CLIP4Cir's "
+                "files: mlcl import-weights)")
     if not isinstance(payload.get("format_version"), int) or payload["format_version"] > FORMAT_VERSION:
         return f"checkpoint {path}: format {payload.get('format_version')!r} is not one this mlcl reads ({FORMAT_VERSION})"
     if not isinstance(payload.get("config"), dict) or "backbone" not in payload["config"]:

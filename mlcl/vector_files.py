@@ -1,8 +1,9 @@
-"""Gallery vectors on disk: the model id that says which model computed them, and two file layouts.
+"""Gallery vectors on disk, tagged with the model id of the checkpoint that computed them: two file layouts.
 
-The **model id** of a checkpoint is 16 hex digits of the file's SHA-256. A served
-encoder refuses vectors whose model id is not its own (`mlcl_executor/vectors.py`):
+A served encoder refuses vectors whose model id is not its own (`mlcl_executor/vectors.py`):
 vectors of another checkpoint live in another space.
+
+The model id of a checkpoint is `mlcl.model_id.checkpoint_id`.
 
 **A pair of files** (`mlcl index --vectors FILE.npy --ids FILE.txt`): a NumPy `.npy`
 matrix (n, dim) of floats and a UTF-8 text file of n ids, one per line, in row order.
@@ -23,11 +24,9 @@ already in the folder. No torch (numpy only).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -37,21 +36,6 @@ DIR_FORMAT = "mlcl-vectors"
 DIR_VERSION = 1
 META_FILE = "mlcl-vectors.json"
 _PART = re.compile(r"^part-(\d{6})\.npy$")
-
-
-@lru_cache(maxsize=8)
-def _file_id(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def checkpoint_id(path: str | os.PathLike) -> str:
-    """The model id of a checkpoint file: 16 hex digits of its SHA-256 (cached per file version)."""
-    stat = Path(path).stat()
-    return _file_id(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def _read_ids(path: Path) -> List[str]:
@@ -208,4 +192,4 @@ def is_vector_dir(path: Optional[str | os.PathLike]) -> bool:
     return path is not None and (Path(path) / META_FILE).is_file()
 
 
-__all__ = ["DIR_FORMAT", "META_FILE", "VectorDir", "checkpoint_id", "is_vector_dir", "load_vector_files"]
+__all__ = ["DIR_FORMAT", "META_FILE", "VectorDir", "is_vector_dir", "load_vector_files"]

@@ -6,8 +6,16 @@ index, search, demo) and the training package `training` (train); none of them
 imports `mlcl_cli`, and `mlcl` imports neither of the other two
 (tests/test_layering.py). Each subcommand lives in its own module under
 `mlcl_cli.commands`, parses its arguments and calls into those packages; it
-exposes `register(parser)`. Heavy dependencies (torch, jina, LAVIS) load only
-inside the command that runs, so `mlcl --help` stays fast.
+exposes `register(parser)`. What serves a person at a terminal is here too:
+`launcher.py` (checks, a quiet log, a supervised start and stop), `flows.py`
+and `resources.py` (a Flow from its YAML, the YAMLs of a checkout or of the
+installed package), `client.py` (gRPC and HTTP clients), `demo.py`. Heavy
+dependencies (torch, jina, LAVIS) load only inside the command that runs, so
+`mlcl --help` stays fast.
+
+A bad file or argument ends a command with one line, not a traceback: a
+command raises `UserError` (or a file error, or jina_patches' `JinaMismatch`)
+and `main` prints `mlcl COMMAND: <why>` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("encode", "mlcl_cli.commands.encode", "encode a folder of gallery images to a vector folder, offline (resumable)"),
     ("search", "mlcl_cli.commands.search", "run a composed (image + text) query against a running Flow"),
     ("demo", "mlcl_cli.commands.demo", "end-to-end demo on the bundled default model"),
-    ("info", "mlcl_cli.commands.info", "describe a checkpoint (backbone, method, sizes, versions)"),
+    ("info", "mlcl_cli.commands.info", "describe a checkpoint (backbone, method, sizes, model id, versions)"),
+    ("import-weights", "mlcl_cli.commands.import_weights",
+     "turn a model trained with the MLCL authors' or CLIP4Cir's code into an mlcl checkpoint"),
 ]
 
 
@@ -41,15 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlcl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # command not built yet
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module.register(p)
+        importlib.import_module(module_name).register(p)
     return parser
+
+
+class UserError(Exception):
+    """A bad file or argument: `main` prints `mlcl COMMAND: <the message>` (one line) and exits with status 2."""
+
+
+#: Errors that end a command with one line, not a traceback: a user's mistake, a file that is not there or
+#: cannot be read, an installed jina that mlcl's fixes were not written for (its message says what to pin).
+ONE_LINE_ERRORS = (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,11 +75,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from mlcl_cli.launcher import FlowStartError
+    from mlcl_executor.jina_patches.check import JinaMismatch
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"mlcl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (*ONE_LINE_ERRORS, JinaMismatch) as exc:
+        print(f"mlcl {args.command}: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except FlowStartError as exc:
+        print(f"mlcl {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of a one-line error (an OSError says what and which file)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 if __name__ == "__main__":

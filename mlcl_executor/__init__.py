@@ -1,15 +1,27 @@
-"""Jina Executors serving MLCL: `MLCLEncoder`, `MLCLIndexer` and `MLCLMerger` (for sharded indexers).
+"""Jina Executors serving MLCL: `MLCLEncoder`, `MLCLIndexer`, `MLCLMerger` (sharded indexers) and `MLCLGateway`.
 
-Submodules: `schemas` (the typed DocArray v2 wire contract), `image_source`
-(decoding + safety policy), `encoder`, `standard_docs` (docarray's ImageDoc /
-TextDoc mapped to ours), `stores` (the vector stores behind one contract,
-Milvus among them), `indexer`, `merger`, `serving` (Flow loading, clients),
-`resources` (where the Flow YAMLs are, checkout or installed), `demo` (the
-work of `mlcl demo`).
+Only what runs inside a Flow's processes lives here; what serves a person at a
+terminal (starting and stopping a Flow, clients, the demo, finding the Flow
+YAMLs) is `mlcl_cli`. Modules:
+
+- Executors: `encoder` (thin: reads documents, runs a job, writes answers),
+  `indexer`, `merger`, `flow_gateway` (the gateway) with `ui/` (the search
+  page), `jina_register` (what the YAMLs name in `py_modules`).
+- The encoder's work: `pipeline` (jina-free: items in, vectors or per-item
+  errors out) and its adapters per document family: `typed_docs` (our
+  schemas), `proto_docs` (the request's protobuf), `standard_docs` (docarray's
+  ImageDoc / TextDoc); images: `image_source` (decoding + safety policy),
+  `decoding` and `decode_worker` (decoding in worker processes), `thumbnails`.
+- One answer to each small question: `params` (request parameters), `topk`
+  (ranked lists merged, the reference left out), `vectors` (the vector check,
+  the model id), `errors` (client errors, how a document is named), `levels`
+  (per-level answers), `torch_gate` (which processes may import torch).
+- `schemas` (the typed DocArray v2 wire contract), `stores/` (the vector stores
+  behind one contract, and their registry), `jina_patches/` (the only code
+  that touches jina's private API).
 
 Attributes are imported lazily, so `mlcl_executor.image_source` or
-`.schemas` do not pull in the model. The YAML files register the Executors
-with Jina through `jina_register.py`. The `mlcl` core package never imports
+`.schemas` do not pull in the model. The `mlcl` core package never imports
 this one (nor jina).
 """
 
@@ -20,6 +32,7 @@ _EXPORTS = {
     "MLCLEncoder": "encoder",
     "MLCLIndexer": "indexer",
     "MLCLMerger": "merger",
+    "MLCLGateway": "flow_gateway",
     "GalleryDoc": "schemas",
     "MatchDoc": "schemas",
     "QueryDoc": "schemas",

@@ -10,8 +10,9 @@ Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
 - `/delete` delete by id (unknown ids get `error`);
 - `/clear`  delete everything; `/count` one `StatsDoc`;
 - `/search` fill `matches` and `scores` (cosine similarity, best first) for every
-  query with an `embedding`; parameters `limit`, `exclude_reference` and the
-  store's own search options (`ef` of the `hnsw` store).
+  query with an `embedding`; parameters (`params.py`) `limit`,
+  `exclude_reference`, `thumbnails`, `levels` and the store's own search
+  options (`ef` of the `hnsw` store).
 
 Write requests are all-or-nothing: a vector of the wrong width (or not finite)
 rejects the whole request with an error naming the documents, before anything
@@ -29,65 +30,29 @@ import json
 import threading
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from docarray import DocList
 from jina import Executor, requests
 
-from . import jina_compat
-from .errors import RequestError
-from .stores import BACKENDS, VectorStore, create_store
+from .errors import RequestError, doc_name
 from .image_source import image_uri
-from .levels import drop_level_vectors, merge_levels, search_levels
-from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc, VectorsDoc
+from .jina_patches import passthrough
+from .levels import drop_level_vectors
+from .params import param_bool, param_int
+from .schemas import GalleryDoc, LevelMatchDoc, MatchDoc, QueryDoc, StatsDoc, VectorsDoc
+from .stores import BACKENDS, Match, VectorStore, create_store
 from .thumbnails import match_tags
+from .topk import candidates, reference_to_skip, top_k
+from .vectors import vector_problem
 
 META_FILE = "mlcl-index.json"
-
-jina_compat.apply()  # empty requests answered at once; client errors without tracebacks
-
-
-def doc_name(doc: Any, position: int) -> str:
-    return f"document {doc.id!r}" if doc.id else f"document #{position} (no id)"
 
 
 def shard_of(doc_id: str, shards: int) -> int:
     """The shard that owns an id: stable across processes and restarts (unlike `hash`)."""
     return zlib.crc32(doc_id.encode("utf-8")) % shards if shards > 1 else 0
-
-
-def _param_int(parameters: Dict[str, Any], key: str, default: int) -> int:
-    """An integer request parameter; a client error (not a server fault) when it is not one."""
-    value = parameters.get(key, default)
-    if isinstance(value, bool) or value is None:
-        raise RequestError(f"parameter {key!r} must be an integer, got {value!r}")
-    if isinstance(value, float):  # JSON/protobuf numbers arrive as floats
-        if not value.is_integer():
-            raise RequestError(f"parameter {key!r} must be an integer, got {value!r}")
-        return int(value)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise RequestError(f"parameter {key!r} must be an integer, got {value!r}") from None
-
-
-def _param_bool(parameters: Dict[str, Any], key: str, default: bool) -> bool:
-    value = parameters.get(key, default)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    raise RequestError(f"parameter {key!r} must be true or false, got {value!r}")
-
-
-def _param_limit(parameters: Dict[str, Any], default: int, maximum: int) -> int:
-    limit = _param_int(parameters, "limit", default)
-    if not 1 <= limit <= maximum:
-        raise RequestError(f"parameter 'limit' must be between 1 and {maximum}, got {limit}")
-    return limit
 
 
 class MLCLIndexer(Executor):
@@ -126,9 +91,8 @@ class MLCLIndexer(Executor):
         self.backend = backend
         self.default_limit = int(default_limit)
         self.max_limit = int(max_limit)
-        self.hnsw_options = dict(hnsw or {})
+        self.store_options = {"hnsw": dict(hnsw or {}), "milvus": dict(milvus or {})}  # each backend's own section
         self.persistence = dict(persistence or {})
-        self.milvus_options = dict(milvus or {})
         self.shard_id = int(getattr(self.runtime_args, "shard_id", 0) or 0)
         self.shards = int(getattr(self.runtime_args, "shards", 1) or 1)
         self.workdir: Optional[Path] = Path(self.workspace) if self.workspace else None
@@ -142,9 +106,9 @@ class MLCLIndexer(Executor):
                 )
             from .stores.milvus import milvus_options, stored_dim
 
-            milvus_options(self.milvus_options)  # unknown keys fail now, not at the first /index
+            milvus_options(self.store_options["milvus"])  # unknown keys fail now, not at the first /index
             if dim is None:
-                dim = stored_dim(self.workdir, self.milvus_options)
+                dim = stored_dim(self.workdir, self.store_options["milvus"])
         meta = self._read_meta()
         if meta:
             if meta["backend"] != backend:
@@ -175,15 +139,13 @@ class MLCLIndexer(Executor):
         return None
 
     def _open_store(self, dim: int) -> None:
-        if self.backend == "milvus":
-            self.store = create_store(self.backend, dim, self.workdir, milvus=self.milvus_options)
-            return
-        if self.workdir:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            (self.workdir / META_FILE).write_text(json.dumps({"backend": self.backend, "dim": dim, "format": 1}))
-        else:
-            self.logger.warning("MLCLIndexer: no workspace, the index will not survive a restart")
-        self.store = create_store(self.backend, dim, self.workdir, self.hnsw_options, self.persistence)
+        if self.backend != "milvus":  # the database keeps its own width; the workspace holds nothing
+            if self.workdir:
+                self.workdir.mkdir(parents=True, exist_ok=True)
+                (self.workdir / META_FILE).write_text(json.dumps({"backend": self.backend, "dim": dim, "format": 1}))
+            else:
+                self.logger.warning("MLCLIndexer: no workspace, the index will not survive a restart")
+        self.store = create_store(self.backend, dim, self.workdir, self.persistence, **self.store_options)
 
     def _owns(self, doc_id: str) -> bool:
         return shard_of(doc_id, self.shards) == self.shard_id
@@ -194,28 +156,21 @@ class MLCLIndexer(Executor):
         Every shard checks every document, so a bad request is rejected by all
         shards alike and no shard stores part of it.
         """
-        widths = {}
+        widths: Dict[int, List[str]] = {}
         bad: List[str] = []
         keep: List[int] = []
         for i, doc in enumerate(docs):
             if doc.error:
                 continue  # the encoder already explained why; pass it through
+            name = doc_name(doc.id, i)
             if doc.embedding is None:
-                doc.error = f"{doc_name(doc, i)}: has no embedding (send it through the encoder, or set one)"
-                continue
-            if not doc.id:
-                doc.error = f"{doc_name(doc, i)}: has no id (gallery documents need one to be stored)"
-                continue
-            vec = np.asarray(doc.embedding)
-            width = vec.shape[-1] if vec.ndim else 0
-            if vec.ndim != 1:
-                bad.append(f"{doc_name(doc, i)} has an embedding of shape {tuple(vec.shape)} (expected a vector)")
-            elif not np.isfinite(vec).all():
-                bad.append(f"{doc_name(doc, i)} has NaN or infinite values in its embedding")
-            elif not vec.any():
-                bad.append(f"{doc_name(doc, i)} has an all-zero embedding (no direction to compare)")
+                doc.error = f"{name}: has no embedding (send it through the encoder, or set one)"
+            elif not doc.id:
+                doc.error = f"{name}: has no id (gallery documents need one to be stored)"
+            elif problem := vector_problem(doc.embedding, nonzero=True):
+                bad.append(f"{name}: embedding {problem}")
             else:
-                widths.setdefault(width, []).append(doc_name(doc, i))
+                widths.setdefault(len(doc.embedding), []).append(name)
                 keep.append(i)
         expected = self.dim if self.dim is not None else (max(widths, key=lambda w: len(widths[w])) if widths else None)
         for width, names in widths.items():
@@ -250,8 +205,7 @@ class MLCLIndexer(Executor):
 
     @staticmethod
     def _slim_query(doc: QueryDoc) -> None:
-        """Answers carry matches, not the query's vector or image payload (/encode returns vectors)."""
-        doc.embedding = None
+        """Answers carry matches, not the query's image payload (/encode returns vectors)."""
         if image_uri(doc.image) is None:
             doc.image = None
 
@@ -274,16 +228,13 @@ class MLCLIndexer(Executor):
             for i, doc in enumerate(docs):
                 doc.count = 0
                 if doc.error or doc.embeddings is None:
-                    doc.error = doc.error or f"{doc_name(doc, i)}: has no embeddings"
+                    doc.error = doc.error or f"{doc_name(doc.id, i)}: has no embeddings"
                     continue
-                vecs = np.asarray(doc.embeddings, dtype=np.float32)
-                if vecs.ndim != 2 or len(vecs) != len(doc.ids):
-                    raise ValueError(f"/index_vectors rejected, nothing was stored: {doc_name(doc, i)} has "
-                                     f"embeddings of shape {vecs.shape} for {len(doc.ids)} ids")
-                if self.dim is not None and vecs.shape[1] != self.dim:
-                    raise ValueError(f"/index_vectors rejected, nothing was stored: {doc_name(doc, i)}: embedding "
-                                     f"width {vecs.shape[1]}, the index holds width {self.dim}")
-                blocks.append((doc, vecs))
+                problem = vector_problem(doc.embeddings, self.dim, rows=len(doc.ids), nonzero=True)
+                if problem:  # the encoder checks blocks too; a Flow without it (or another width) ends here
+                    raise RequestError(f"/index_vectors rejected, nothing was stored: {doc_name(doc.id, i)}: "
+                                       f"embeddings {problem} (one row per id; the index holds width {self.dim})")
+                blocks.append((doc, np.asarray(doc.embeddings, dtype=np.float32)))
             if blocks and self.store is None:
                 self.dim = int(blocks[0][1].shape[1])
                 self._open_store(self.dim)
@@ -313,7 +264,7 @@ class MLCLIndexer(Executor):
                 if self.store is not None and self.store.exists(doc.id):
                     rows[doc.id] = self._row(doc)
                 else:
-                    doc.error = f"{doc_name(doc, i)}: not in the index (use /index to add it)"
+                    doc.error = f"{doc_name(doc.id, i)}: not in the index (use /index to add it)"
             if rows and self.store is not None:
                 self.store.upsert(list(rows.values()))
         return self._slim(docs)
@@ -326,13 +277,13 @@ class MLCLIndexer(Executor):
             for i, doc in enumerate(docs):
                 doc.error = None
                 if not doc.id:
-                    doc.error = f"{doc_name(doc, i)}: has no id"
+                    doc.error = f"{doc_name(doc.id, i)}: has no id"
                 elif not self._owns(doc.id):
                     continue
                 elif self.store is not None and self.store.exists(doc.id):
                     found.append(doc.id)
                 else:
-                    doc.error = f"{doc_name(doc, i)}: not in the index"
+                    doc.error = f"{doc_name(doc.id, i)}: not in the index"
             if found and self.store is not None:
                 self.store.delete(sorted(set(found)))
         return self._slim(docs)
@@ -362,73 +313,65 @@ class MLCLIndexer(Executor):
         store's search options (`ef`: the hnsw store's search breadth, 1..100000,
         default from its config).
         """
-        parameters = parameters or {}
-        limit = _param_limit(parameters, self.default_limit, self.max_limit)
-        exclude = _param_bool(parameters, "exclude_reference", True)
-        thumbnails = _param_bool(parameters, "thumbnails", False)
-        levels = _param_bool(parameters, "levels", False)
-        try:
-            options = self.store.check_params(parameters) if self.store is not None else {}
-        except ValueError as exc:  # e.g. a bad `ef`: the client's mistake
-            raise RequestError(str(exc)) from None
-        rows, vectors = [], []
+        limit = param_int(parameters, "limit", self.default_limit, low=1, high=self.max_limit)
+        exclude = param_bool(parameters, "exclude_reference", True)
+        thumbnails = param_bool(parameters, "thumbnails", False)
+        levels = param_bool(parameters, "levels", False)
+        options = self.store.check_params(parameters or {}) if self.store is not None else {}
+        # What to search: each query's vector, and each of its levels' when asked for; one store call for all.
+        targets: List[Any] = []
+        vectors: List[np.ndarray] = []
+        skips: List[Optional[str]] = []
         for i, doc in enumerate(docs):
             doc.matches, doc.scores = DocList[MatchDoc](), []
+            self._slim_query(doc)  # answers carry matches, not the query's vector or image payload
+            for level in doc.levels or []:
+                level.matches, level.scores = DocList[LevelMatchDoc](), []
             if doc.error:
                 continue
+            name = doc_name(doc.id, i)
             if doc.embedding is None:
-                doc.error = f"{doc_name(doc, i)}: has no embedding (send it through the encoder, or set one)"
+                doc.error = f"{name}: has no embedding (send it through the encoder, or set one)"
                 continue
-            vec = np.asarray(doc.embedding, dtype=np.float32)
-            if vec.ndim != 1 or (self.dim is not None and vec.shape[0] != self.dim):
-                doc.error = f"{doc_name(doc, i)}: query vector of shape {tuple(vec.shape)}, the index holds width {self.dim}"
+            if problem := vector_problem(doc.embedding, self.dim):
+                doc.error = f"{name}: query vector {problem} (the index holds width {self.dim})"
                 continue
-            if not np.isfinite(vec).all():
-                doc.error = f"{doc_name(doc, i)}: query vector has NaN or infinite values"
-                continue
-            rows.append(i)
-            vectors.append(vec)
-        for doc in docs:
-            self._slim_query(doc)
-        if not rows or self.store is None:
-            drop_level_vectors(docs)
-            return docs
-        with self._store_lock:
-            # One extra hit per query so that dropping the reference still leaves `limit`.
-            hits = self.store.search(np.stack(vectors), limit + (1 if exclude else 0), **options)
-        for i, row_hits in zip(rows, hits):
-            doc = docs[i]
-            skip = doc.reference_id if exclude else None
-            kept = [(m, s) for m, s in row_hits if m.id != skip][:limit]
-            doc.matches = DocList[MatchDoc]([MatchDoc(id=m.id, uri=m.uri, tags=match_tags(m.tags, thumbnails), score=s) for m, s in kept])
-            doc.scores = [float(s) for _, s in kept]
-        if levels:
+            skip = reference_to_skip(doc.reference_id, exclude)
+            for target in [doc, *(doc.levels if levels else [])]:
+                if target.embedding is not None:
+                    targets.append(target)
+                    vectors.append(np.asarray(target.embedding, dtype=np.float32))
+                    skips.append(skip)
+        if targets and self.store is not None:
             with self._store_lock:
-                search_levels(self.store.search, docs, limit, exclude, thumbnails)
+                hits = self.store.search(np.stack(vectors), candidates(limit, exclude), **options)
+            for target, row_hits, skip in zip(targets, hits, skips):
+                self._answer(target, row_hits, limit, skip, thumbnails)
+        for doc in docs:
+            doc.embedding = None
         drop_level_vectors(docs)
         return docs
 
+    @staticmethod
+    def _answer(target: Any, hits: Sequence[Tuple[Match, float]], limit: int, skip: Optional[str], thumbnails: bool) -> None:
+        """A query's (or one of its levels') `matches` and `scores` from the store's hits."""
+        cls = MatchDoc if isinstance(target, QueryDoc) else LevelMatchDoc
+        kept = top_k([hits], limit, skip)
+        target.matches = DocList[cls]([cls(id=m.id, uri=m.uri, tags=match_tags(m.tags, thumbnails), score=s) for m, s in kept])
+        target.scores = [s for _, s in kept]
+
     @requests(on="/encode")
-    @jina_compat.passthrough
+    @passthrough
     def encode_passthrough(self, docs: DocList[QueryDoc], **kwargs: Any) -> DocList[QueryDoc]:
         """`/encode` only encodes; the indexer passes it through (a Flow must expose every
         endpoint of the encoder on the next Executor too). In a worker the request goes back
-        unparsed (`jina_compat.passthrough`); called directly, this returns `docs`."""
+        unparsed (`jina_patches/worker.py`); called directly, this returns `docs`."""
         return docs
 
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
         super().close()
-
-
-def __getattr__(name: str) -> Any:
-    """`from mlcl_executor.indexer import MLCLMerger` keeps working (the class lives in merger.py)."""
-    if name == "MLCLMerger":
-        from .merger import MLCLMerger
-
-        return MLCLMerger
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["MLCLIndexer", "shard_of"]

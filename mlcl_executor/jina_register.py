@@ -2,8 +2,9 @@
 
 Jina imports a `py_modules` entry by module name when it is not a file, so the
 same YAML works from the repository and from the copy inside an installed
-package (`resources.py`). Importing this module registers MLCLEncoder,
-MLCLIndexer and MLCLMerger with Jina. (Loaded by file path from a checkout
+package (`mlcl_cli/resources.py`). Importing this module applies the fixes to
+jina (`jina_patches/`, their one entry point) and registers MLCLEncoder,
+MLCLIndexer, MLCLMerger and MLCLGateway with Jina. (Loaded by file path from a checkout
 that is not installed, it puts the repository root on sys.path first.)
 """
 
@@ -15,10 +16,10 @@ try:
 except ModuleNotFoundError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# Fixes to jina's worker (empty requests, client errors): see jina_compat.py.
-from mlcl_executor import jina_compat  # noqa: E402
+# The one entry point of the fixes to jina (empty requests, client errors, keep-alive, ...): jina_patches/.
+from mlcl_executor import jina_patches  # noqa: E402
 
-jina_compat.apply()
+jina_patches.apply()
 
 # Defining the classes registers them with Jina (jtype: MLCLEncoder, ..., gateway uses: MLCLGateway).
 # None of these imports torch: only MLCLEncoder's constructor does.

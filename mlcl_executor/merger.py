@@ -7,9 +7,9 @@ from typing import Any, Dict, List, Optional
 from docarray import DocList
 from jina import Executor, requests
 
-from .indexer import _param_int
-from .levels import merge_levels
-from .schemas import GalleryDoc, MatchDoc, QueryDoc, StatsDoc, VectorsDoc
+from .params import param_bool, param_int
+from .schemas import GalleryDoc, LevelDoc, LevelMatchDoc, MatchDoc, QueryDoc, StatsDoc, VectorsDoc
+from .topk import reference_to_skip, top_k
 
 
 class MLCLMerger(Executor):
@@ -37,27 +37,32 @@ class MLCLMerger(Executor):
         shards = [d for d in (docs_matrix or []) if d is not None]
         if not shards:
             return DocList[QueryDoc]()
-        limit = _param_int(parameters or {}, "limit", self.default_limit)
+        limit = param_int(parameters, "limit", self.default_limit, low=1)  # the shards checked its upper bound
+        exclude = param_bool(parameters, "exclude_reference", True)
         out = shards[0]
         by_id = [{d.id: d for d in other} for other in shards[1:]]
         for doc in out:
-            pairs = list(zip(doc.scores, doc.matches))
-            errors = [doc.error] if doc.error else []
-            for table in by_id:
-                other = table.get(doc.id)
-                if other is None:
-                    continue
-                pairs.extend(zip(other.scores, other.matches))
-                if other.error and other.error not in errors:
-                    errors.append(other.error)
-            pairs.sort(key=lambda p: (-p[0], p[1].id))
-            pairs = pairs[:limit]
-            doc.scores = [float(s) for s, _ in pairs]
-            doc.matches = DocList[MatchDoc]([m for _, m in pairs])
-            doc.error = "; ".join(errors) or None
+            answers = [doc, *(table[doc.id] for table in by_id if doc.id in table)]
+            skip = reference_to_skip(doc.reference_id, exclude)
+            kept = top_k([zip(a.matches, a.scores) for a in answers], limit, skip)
+            doc.matches, doc.scores = DocList[MatchDoc]([m for m, _ in kept]), [s for _, s in kept]
+            doc.error = "; ".join(dict.fromkeys(a.error for a in answers if a.error)) or None
             if doc.levels:
-                merge_levels(doc, [table.get(doc.id) for table in by_id], limit)
+                doc.levels = self._merge_levels(answers, limit, skip)
         return out
+
+    @staticmethod
+    def _merge_levels(answers: List[QueryDoc], limit: int, skip: Optional[str]) -> DocList[LevelDoc]:
+        """Each fusion level's global top-`limit` from the shards' level answers (as the fused answer)."""
+        pools: Dict[str, List[LevelDoc]] = {}  # level name -> that level's answer from each shard, in level order
+        for answer in answers:
+            for level in answer.levels or []:
+                pools.setdefault(level.level, []).append(level)
+        merged = []
+        for name, levels in pools.items():
+            kept = top_k([zip(level.matches, level.scores) for level in levels], limit, skip)
+            merged.append(LevelDoc(level=name, matches=DocList[LevelMatchDoc]([m for m, _ in kept]), scores=[s for _, s in kept]))
+        return DocList[LevelDoc](merged)
 
     @requests(on="/encode")
     def merge_encode(

@@ -1,13 +1,13 @@
 """QueryDocs read and answered in their protobuf form: `/encode` without building docarray documents.
 
 A worker normally turns each request into a `DocList[QueryDoc]` (a pydantic
-validation per document and field) and serialises the answer again: ~5 ms of
-the encoder's one busy core per request of 32, where the model itself takes
-40-70 ms (docs/performance.md). `ProtoQueryDoc` offers the attributes the
-encoder reads and writes (`id`, `image`, `text`, `embedding`, `error`) on top of
-the request's own `DocProto`, so the answer is the request, edited in place.
+validation per document and field) and serialises the answer again; the cost
+is measured in docs/performance.md. `items` reads what the pipeline needs (`id`,
+`image`, `text`) from the request's own `DocProto`s, and `answer` writes
+`embedding` and `error` into them and drops image payloads, so the answer is the
+request, edited in place (jina_patches/worker.py, fix 4).
 
-Only what is certain is read this way: `wrap` returns None for a request with
+Only what is certain is read this way: `items` returns None for a request with
 a field or a value kind it does not know (an image sent as a tensor, say), and
 the worker then parses it as usual. The layout is docarray's wire format
 (docarray/proto/docarray.proto, written against docarray 0.41); only its
@@ -17,11 +17,14 @@ docarray reads the answers back as it would its own.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
-from docarray.proto import DocListProto, DocProto, NodeProto
+from docarray.proto import DocListProto, NodeProto
 
+from .errors import doc_name
+from .image_source import image_uri
+from .pipeline import Item
 from .schemas import QueryDoc
 
 _FIELDS = frozenset(QueryDoc.__fields__)
@@ -30,82 +33,48 @@ _IMAGE_KINDS = (None, "blob", "text")
 _TEXT_KINDS = (None, "text")
 
 
-def _node_value(node: NodeProto):  # type: ignore[no-untyped-def]
+def _value(data: Any, key: str) -> Any:
+    if key not in data:
+        return None
+    node: NodeProto = data[key]
     kind = node.WhichOneof("content")
     return None if kind is None else getattr(node, kind)
 
 
-class ProtoQueryDoc:
-    """One `QueryDoc` of a request: fields read from its `DocProto`; `embedding`, `error`, `image` written to it."""
-
-    __slots__ = ("_data", "id", "text", "_image", "_embedding", "_error")
-
-    def __init__(self, proto: DocProto) -> None:
-        data = proto.data
-        self._data = data
-        self.id: str = data["id"].text if "id" in data else ""
-        self.text: Optional[str] = _node_value(data["text"]) if "text" in data else None
-        self._image = _node_value(data["image"]) if "image" in data else None
-        self._embedding: Optional[np.ndarray] = None  # a vector a client sent is never used (queries get a fresh one)
-        self._error: Optional[str] = _node_value(data["error"]) if "error" in data else None
-        if "embedding" in data and data["embedding"].WhichOneof("content") is not None:
-            self._embedding = np.empty(0, np.float32)  # "is set": the encoder resets it
-
-    @property
-    def image(self):  # type: ignore[no-untyped-def]
-        return self._image
-
-    @image.setter
-    def image(self, value) -> None:  # type: ignore[no-untyped-def]
-        if value is not None:
-            raise ValueError("ProtoQueryDoc: an image can only be dropped from an answer")
-        self._image = None
-        self._data["image"].Clear()
-
-    @property
-    def embedding(self) -> Optional[np.ndarray]:
-        return self._embedding
-
-    @embedding.setter
-    def embedding(self, value: Optional[np.ndarray]) -> None:
-        node = self._data["embedding"]
-        node.Clear()
-        if value is None:
-            self._embedding = None
-            return
-        vec = np.ascontiguousarray(value)
-        self._embedding = vec
-        dense = node.ndarray.dense
-        dense.buffer, dense.dtype = vec.tobytes(), vec.dtype.str
-        dense.shape.extend(vec.shape)
-        node.type = "ndarray"
-
-    @property
-    def error(self) -> Optional[str]:
-        return self._error
-
-    @error.setter
-    def error(self, value: Optional[str]) -> None:
-        self._error = value
-        node = self._data["error"]
-        node.Clear()
-        if value is not None:
-            node.text = value
+def _readable(data: Any) -> bool:
+    if not _FIELDS.issuperset(data.keys()):
+        return False
+    return all(key not in data or data[key].WhichOneof("content") in kinds
+               for key, kinds in (("image", _IMAGE_KINDS), ("text", _TEXT_KINDS), ("error", _TEXT_KINDS)))
 
 
-def wrap(docs: DocListProto) -> Optional[List[ProtoQueryDoc]]:
-    """The request's documents as `ProtoQueryDoc`s, or None when one holds anything not read here."""
-    for doc in docs.docs:
+def items(docs: DocListProto) -> Optional[List[Item]]:
+    """The request's documents as pipeline items, or None when one holds anything not read here."""
+    if not all(_readable(doc.data) for doc in docs.docs):
+        return None
+    return [Item(doc_name(_value(doc.data, "id"), i), _value(doc.data, "image"), _value(doc.data, "text"))
+            for i, doc in enumerate(docs.docs)]
+
+
+def answer(docs: DocListProto, results: Sequence[Item]) -> None:
+    """Each item's `embedding` and `error` into its `DocProto`, in place; image payloads dropped (paths and URLs kept)."""
+    for doc, item in zip(docs.docs, results):
         data = doc.data
-        if not _FIELDS.issuperset(data.keys()):
-            return None
-        if "image" in data and data["image"].WhichOneof("content") not in _IMAGE_KINDS:
-            return None
-        if "text" in data and data["text"].WhichOneof("content") not in _TEXT_KINDS:
-            return None
-        if "error" in data and data["error"].WhichOneof("content") not in _TEXT_KINDS:
-            return None
-    return [ProtoQueryDoc(doc) for doc in docs.docs]
+        if item.embedding is not None or "embedding" in data:  # a vector a client sent is never kept
+            node = data["embedding"]
+            node.Clear()
+            if item.embedding is not None:
+                vec = np.ascontiguousarray(item.embedding)
+                dense = node.ndarray.dense
+                dense.buffer, dense.dtype = vec.tobytes(), vec.dtype.str
+                dense.shape.extend(vec.shape)
+                node.type = "ndarray"
+        if item.error is not None or "error" in data:
+            data["error"].Clear()
+            if item.error is not None:
+                data["error"].text = item.error
+        if item.image is not None and image_uri(item.image) is None:
+            data["image"].Clear()
 
 
-__all__ = ["ProtoQueryDoc", "wrap"]
+__all__ = ["answer", "items"]

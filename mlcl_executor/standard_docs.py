@@ -27,14 +27,16 @@ documents the way docarray composes multimodal documents
 
 # No `from __future__ import annotations`: pydantic/docarray resolve these annotations at class creation.
 
-from typing import Any, Optional, Union
+import logging
+from typing import Any, List, Optional, Sequence, Union
 
 from docarray import BaseDoc
 from docarray.documents import ImageDoc, TextDoc
 from docarray.typing import AnyEmbedding
 from pydantic import Field
 
-from .schemas import QueryDoc
+from .errors import doc_name
+from .pipeline import Item
 
 #: The endpoints of `MLCLEncoder(documents="docarray")` (method names); remap them with
 #: `uses_requests` (e.g. `{/search: encode_text_docs}` for a Flow that searches with TextDoc).
@@ -47,6 +49,9 @@ class ImageTextDoc(BaseDoc):
     image: Optional[ImageDoc] = Field(None, description="the reference image (tensor, bytes_ or url)")
     text: Optional[TextDoc] = Field(None, description="the modifier, e.g. TextDoc(text='make it red')")
     embedding: Optional[AnyEmbedding] = Field(None, description="the query vector (set by the encoder)")
+
+
+StandardDoc = Union[ImageDoc, TextDoc, ImageTextDoc]
 
 
 def image_value(doc: Optional[ImageDoc]) -> Any:
@@ -62,16 +67,29 @@ def image_value(doc: Optional[ImageDoc]) -> Any:
     return None
 
 
-def to_query(doc: Union[ImageDoc, TextDoc, ImageTextDoc]) -> QueryDoc:
-    """Our query (or, for an ImageDoc read as a gallery image, the same fields) for a standard document."""
-    if isinstance(doc, ImageTextDoc):
-        text = doc.text.text if doc.text is not None else None
-        return QueryDoc(id=doc.id, image=image_value(doc.image), text=text)
-    if isinstance(doc, TextDoc):
-        return QueryDoc(id=doc.id, text=doc.text)
-    if isinstance(doc, ImageDoc):
-        return QueryDoc(id=doc.id, image=image_value(doc))
-    raise TypeError(f"not a standard document: {type(doc).__name__} (expected ImageDoc, TextDoc or ImageTextDoc)")
+def items(docs: Sequence[StandardDoc]) -> List[Item]:
+    """Pipeline items of standard documents: an ImageTextDoc is a composed query, a TextDoc text only,
+    an ImageDoc an image (a gallery image, or an image-only query)."""
+    out = []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, ImageTextDoc):
+            image, text = image_value(doc.image), doc.text.text if doc.text is not None else None
+        elif isinstance(doc, TextDoc):
+            image, text = None, doc.text
+        elif isinstance(doc, ImageDoc):
+            image, text = image_value(doc), None
+        else:
+            raise TypeError(f"not a standard document: {type(doc).__name__} (expected ImageDoc, TextDoc or ImageTextDoc)")
+        out.append(Item(doc_name(doc.id, i), image, text))
+    return out
 
 
-__all__ = ["DOCARRAY_ENDPOINTS", "ImageDoc", "ImageTextDoc", "TextDoc", "image_value", "to_query"]
+def answer(docs: Sequence[StandardDoc], results: Sequence[Item], logger: Any = logging.getLogger("mlcl")) -> None:
+    """Each document's `embedding`; standard documents have no `error` field, so a failure is logged, naming the document."""
+    for doc, item in zip(docs, results):
+        doc.embedding = item.embedding
+        if item.error:
+            logger.warning(f"MLCLEncoder: not encoded: {item.error}")
+
+
+__all__ = ["DOCARRAY_ENDPOINTS", "ImageDoc", "ImageTextDoc", "TextDoc", "answer", "image_value", "items"]

@@ -11,6 +11,7 @@ os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
 os.environ.setdefault("JINA_HIDE_SURVEY", "1")
 
 
+@pytest.mark.slow  # index_scale.py runs each store in a subprocess
 @pytest.mark.timeout(120)
 def test_index_scale_and_training_speed_quick(tmp_path, capsys):
     from bench import index_scale, training_speed
@@ -47,9 +48,9 @@ def test_encoder_profile_sorts_samples_into_parts(tmp_path):
     raw = tmp_path / "spy.txt"
     raw.write_text(
         "thread (0x7f01): MainThread;_run_once (asyncio/base_events.py:1922);encode_query (mlcl/model/mlcl.py:160);forward (torch/nn/modules/conv.py:560) 60\n"
-        "thread (0x7f01): MainThread;_encode_async (mlcl_executor/encoder.py:300);images_from_pixels (mlcl/model/mlcl.py:140) 5\n"
+        "thread (0x7f01): MainThread;_run (mlcl_executor/pipeline.py:150);images_from_pixels (mlcl/model/mlcl.py:140) 5\n"
         "thread (0x7f01): MainThread;_run_once (asyncio/base_events.py:1922);select (selectors.py:468) 10\n"
-        "thread (0x7f01): MainThread;encode_proto (mlcl_executor/encoder.py:222);wrap (mlcl_executor/proto_docs.py:98) 5\n"
+        "thread (0x7f01): MainThread;encode_proto (mlcl_executor/encoder.py:222);items (mlcl_executor/proto_docs.py:98) 5\n"
         "thread (0x7f02): Thread-2 (_poll_wrapper);_poll_wrapper (grpc/aio/_server.py:10) 20\n"
     )
     out = summarise(raw)

@@ -16,7 +16,8 @@ from PIL import Image
 from conftest_serving import png_bytes, run_endpoint, tiny_checkpoint
 from mlcl.bulk_encode import EncodeOptions, encode_folder
 from mlcl.gallery_files import gallery_items
-from mlcl.vector_files import META_FILE, VectorDir, checkpoint_id
+from mlcl.model_id import checkpoint_id
+from mlcl.vector_files import META_FILE, VectorDir
 from mlcl_cli.commands.index import collect
 
 
@@ -150,7 +151,7 @@ def test_cli_encode_one_line_errors_and_summary(gallery, tmp_path, capsys):
 def test_mlcl_index_vectors_dir_through_a_flow(gallery, tmp_path):
     from test_flow_restart import Server, cli
 
-    from mlcl_executor.serving import free_port
+    from mlcl_cli.flows import free_port
 
     (gallery / "broken.jpg").unlink()
     ckpt = str(tiny_checkpoint())

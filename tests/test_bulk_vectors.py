@@ -9,26 +9,16 @@ import numpy as np
 import pytest
 from docarray import DocList
 
-from conftest_serving import png_bytes, run_endpoint, tiny_checkpoint
-from mlcl_executor.encoder import MLCLEncoder
+from helpers import png_bytes, run_endpoint, tiny_checkpoint
 from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
-from mlcl_executor.serving import free_port, grpc_client
+from mlcl_cli.flows import free_port
+from mlcl_cli.client import grpc_client
 from mlcl_executor.vectors import MODEL_TAG, checkpoint_id, load_vector_files
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    enc = MLCLEncoder(checkpoint=str(tiny_checkpoint()), device="cpu", batch_size=4)
-    calls = []
-    image_fn = enc.model.encode_image
-
-    def spy(images):
-        calls.append(images.shape[0])
-        return image_fn(images)
-
-    enc.model.encode_image = spy
-    enc.calls = calls
-    return enc
+def encoder(counting_encoder):
+    return counting_encoder
 
 
 def test_vectors_with_the_model_id_skip_the_model_others_are_refused(encoder):
@@ -45,9 +35,9 @@ def test_vectors_with_the_model_id_skip_the_model_others_are_refused(encoder):
         GalleryDoc(id="v4", embedding=np.full(dim, np.nan, np.float32), tags={MODEL_TAG: mid}),
         GalleryDoc(id="img", image=png_bytes((200, 30, 30))),
     ])
-    encoder.calls.clear()
+    encoder.calls["image"].clear()
     out = run_endpoint(encoder.encode_gallery(docs=docs))
-    assert encoder.calls == [1]  # only the image went through the model
+    assert encoder.calls["image"] == [1]  # only the image went through the model
     np.testing.assert_array_equal(out[0].embedding, good[0])
     assert out[0].error is None and out[0].tags == {"kind": "vector"}  # the model tag is checked, then dropped
     assert "tags['mlcl_model'] = '0123456789abcdef'" in out[1].error and mid in out[1].error
@@ -77,6 +67,7 @@ def test_vector_files_are_checked(tmp_path):
         load_vector_files(tmp_path / "bad.npy", tmp_path / "ids.txt")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_mlcl_index_vectors_through_a_flow(tmp_path):
     from test_flow_restart import Server, cli
@@ -138,12 +129,12 @@ def test_vector_blocks_are_checked_by_the_encoder_and_stored_by_the_shards(encod
             VectorsDoc(id="wide", ids=ids[:2], embeddings=np.ones((2, dim + 1), np.float32), model=mid),
         ])
 
-    encoder.calls.clear()
+    encoder.calls["image"].clear()
     checked = encoder.check_vector_blocks(docs=blocks())
-    assert encoder.calls == []  # no model work
+    assert encoder.calls["image"] == []  # no model work
     assert checked[0].error is None and checked[0].embeddings is not None
-    assert "cannot be mixed in" in checked[1].error and "3 ids for 2 vectors" in checked[2].error
-    assert f"expected (n, {dim})" in checked[3].error and all(d.embeddings is None for d in checked[1:])
+    assert "cannot be mixed in" in checked[1].error and "of shape (2, 32), expected (3, 32) (one row per id: 3 ids)" in checked[2].error
+    assert f"expected (2, {dim})" in checked[3].error and all(d.embeddings is None for d in checked[1:])
 
     shards = [MLCLIndexer(metas={"name": "ix", "workspace": str(tmp_path)}, runtime_args={"shard_id": s, "shards": 2, "name": "ix"})
               for s in range(2)]
@@ -155,7 +146,7 @@ def test_vector_blocks_are_checked_by_the_encoder_and_stored_by_the_shards(encod
     hits = shards[0].store.search(vecs[:1], 1)[0] + shards[1].store.search(vecs[:1], 1)[0]
     assert max(hits, key=lambda h: h[1])[0].id == "b0"
     # a block of another width than the index holds is rejected as a whole
-    with pytest.raises(ValueError, match="embedding width 7, the index holds width"):
+    with pytest.raises(ValueError, match=r"rejected, nothing was stored: .*of shape \(1, 7\), expected \(1, \d+\) .*the index holds width"):
         shards[0].index_vectors(docs=DocList[VectorsDoc]([VectorsDoc(ids=["x"], embeddings=np.ones((1, 7), np.float32), model=mid)]))
 
 

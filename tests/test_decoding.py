@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest_serving import data_uri, png_bytes
+from helpers import data_uri, png_bytes
 from mlcl.pixels import PixelSpec
 from mlcl_executor.decoding import DecodeSpec, ImageDecoder
 from mlcl_executor.image_source import ImagePolicy

@@ -35,6 +35,7 @@ def test_bundled_checkpoint_is_small_and_complete(default_model):
     assert default_model.normalize_features is False  # raw encoder outputs to the fusion (CLIP4Cir, the authors)
 
 
+@pytest.mark.slow  # a whole evaluation per split: too long for the edit loop (make test-fast)
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("split", ["test", "novel"])
 def test_bundled_model_reaches_its_recall_on_shapes(default_model, tmp_path_factory, split):

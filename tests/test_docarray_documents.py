@@ -8,7 +8,7 @@ would have it, on docarray's `InMemoryExactNNIndex` over `ImageDoc`.
 
 from typing import Any, Dict, List, Optional
 
-import conftest_serving  # noqa: F401,I001  (the Jina environment, before jina is imported)
+
 import numpy as np
 import pytest
 from docarray import BaseDoc, DocList
@@ -17,10 +17,10 @@ from docarray.index import InMemoryExactNNIndex
 from jina import Executor, Flow, requests
 from PIL import Image
 
-from conftest_serving import REPO_ROOT, data_uri, png_bytes, shapes_test_split, run_endpoint, tiny_checkpoint
+from helpers import REPO_ROOT, data_uri, png_bytes, shapes_test_split, run_endpoint, tiny_checkpoint
 from mlcl_executor.encoder import MLCLEncoder
 from mlcl_executor.schemas import GalleryDoc, QueryDoc
-from mlcl_executor.serving import free_port
+from mlcl_cli.flows import free_port
 from mlcl_executor.standard_docs import ImageTextDoc
 
 pytestmark = pytest.mark.timeout(240)
@@ -56,13 +56,8 @@ class StandardDocIndexer(Executor):
 
 
 @pytest.fixture(scope="module")
-def encoders():
-    ckpt = str(tiny_checkpoint())
-    standard = MLCLEncoder(checkpoint=ckpt, device="cpu", documents="docarray", metas={"name": "std"})
-    ours = MLCLEncoder(checkpoint=ckpt, device="cpu", metas={"name": "ours"})
-    yield standard, ours
-    standard.close()
-    ours.close()
+def encoders(make_encoder):
+    return make_encoder(documents="docarray", metas={"name": "std"}), make_encoder(metas={"name": "ours"})
 
 
 def test_docarray_mode_exposes_only_the_standard_endpoints(encoders):
@@ -109,6 +104,7 @@ def test_a_bad_standard_document_gets_no_vector_and_the_rest_are_served(encoders
     assert [d.embedding for d in docs[1:]] == [None, None, None]
 
 
+@pytest.mark.slow
 def test_mlcl_encoder_in_a_flow_of_standard_documents_with_a_users_indexer():
     shapes = shapes_test_split(6)
     names = list(shapes.gallery)

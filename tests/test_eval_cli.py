@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 import mlcl.model
+from mlcl import checkpoint_header
 from mlcl_cli import main
 from mlcl_cli.commands.eval import config_defaults
 from test_eval_fakes import FakeModel, write_cirr_fixture, write_shoes_fixture
@@ -26,6 +28,8 @@ def fake_ckpt(tmp_path, monkeypatch):
         return models[-1]
 
     monkeypatch.setattr(mlcl.model, "load_checkpoint", load, raising=False)
+    real_check = checkpoint_header.checkpoint_problem
+    monkeypatch.setattr(checkpoint_header, "checkpoint_problem", lambda p: None if Path(p) == path else real_check(p))
     return SimpleNamespace(path=path, models=models)
 
 
@@ -64,7 +68,13 @@ def test_submission_written_for_cirr_test1(tmp_path, fake_ckpt, capsys):
 
 def test_errors_are_reported_not_raised(tmp_path, fake_ckpt, capsys):
     assert main(BASE + ["--checkpoint", str(tmp_path / "none.pt"), "--dataset", "shoes"]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"mlcl eval: checkpoint {tmp_path / 'none.pt'} does not exist\n"
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_bytes(b"not a checkpoint at all")
+    assert main(BASE + ["--checkpoint", str(foreign), "--dataset", "shoes"]) == 2
+    assert capsys.readouterr().err == f"mlcl eval: checkpoint {foreign} is not a PyTorch checkpoint (not a torch.save archive)\n"
+    assert main(BASE + ["--checkpoint", str(fake_ckpt.path), "--config", str(tmp_path / "none.yaml")]) == 2
+    assert capsys.readouterr().err == f"mlcl eval: {tmp_path / 'none.yaml'}: No such file or directory\n"
     assert main(BASE + ["--checkpoint", str(fake_ckpt.path), "--dataset", "shoes", "--submission", "x"]) == 2
     assert main(BASE + ["--checkpoint", str(fake_ckpt.path), "--dataset", "cirr", "--data-root", str(tmp_path)]) == 1
     assert "cirr/captions" in capsys.readouterr().err
@@ -86,11 +96,9 @@ def test_config_gives_defaults_and_flags_override(tmp_path, fake_ckpt, capsys):
 
 def test_shapes_needs_no_other_argument(tmp_path, fake_ckpt, monkeypatch, capsys):
     """`--dataset shapes --split test` generates the split if it is missing."""
-    shapes = pytest.importorskip("mlcl.data.shapes")
-    if not hasattr(shapes, "ensure_shapes"):
-        pytest.skip("shapes generator not available yet")
     import functools
 
+    import mlcl.data.shapes as shapes
     import mlcl.paths
 
     home = tmp_path / "home"
@@ -107,3 +115,12 @@ def test_shapes_needs_no_other_argument(tmp_path, fake_ckpt, monkeypatch, capsys
     assert sum(g["queries"] for g in obj["breakdown"]["kind"].values()) == 4
     assert sum(g["queries"] for g in obj["breakdown"]["objects"].values()) == 4
     assert any(home.rglob("*.png"))  # the split was generated under MLCL_HOME
+
+
+def test_info_ends_a_missing_or_foreign_file_with_one_line(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "none.pt")]) == 2
+    assert capsys.readouterr().err == f"mlcl info: checkpoint {tmp_path / 'none.pt'} does not exist\n"
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_bytes(b"PK not really a zip")
+    assert main(["info", str(foreign)]) == 2
+    assert capsys.readouterr().err == f"mlcl info: checkpoint {foreign} is not a PyTorch checkpoint (not a torch.save archive)\n"

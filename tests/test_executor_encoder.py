@@ -8,7 +8,7 @@ import torch
 from docarray import DocList
 from PIL import Image
 
-from conftest_serving import data_uri, png_bytes, run_endpoint, tiny_checkpoint
+from helpers import count_model_calls, data_uri, png_bytes, run_endpoint, tiny_checkpoint
 from mlcl_executor.errors import RequestError
 from mlcl_executor.encoder import MLCLEncoder
 from mlcl_executor.schemas import GalleryDoc, QueryDoc
@@ -24,23 +24,10 @@ def roots(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def encoder(roots):
-    enc = MLCLEncoder(checkpoint=str(tiny_checkpoint()), device="cpu", batch_size=4, image_roots=[str(roots)])
-    calls = {"image": [], "query": []}
-    image_fn, query_fn = enc.model.encode_image, enc.model.encode_query
-
-    def spy_image(images):
-        calls["image"].append(images.shape[0])
-        return image_fn(images)
-
-    def spy_query(images=None, texts=None):
-        calls["query"].append((None if images is None else images.shape[0], None if texts is None else len(texts)))
-        return query_fn(images=images, texts=texts)
-
-    enc.model.encode_image, enc.model.encode_query = spy_image, spy_query
-    enc.calls = calls
-    yield enc
-    enc.close()
+def encoder(make_encoder, roots):
+    enc = make_encoder(batch_size=4, image_roots=[str(roots)])
+    enc.calls = count_model_calls(enc)
+    return enc
 
 
 def direct_query(enc, image=None, text=None):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest_serving import data_uri, png_bytes
+from helpers import data_uri, png_bytes
 from mlcl_executor.image_source import ImagePolicy, ImageSourceError, describe, image_uri, load_image
 
 OPEN = ImagePolicy.create()

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest_serving import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, subprocess_env
 
 FLOW = REPO_ROOT / "flows" / "flow.docker.yml"
 GATEWAY_IMAGE = "jinaai/jina:3.33.1-py311-standard"
 JINA = [sys.executable, "-c", "import sys; from jina_cli import main; sys.argv[0] = 'jina'; main()"]
+
+pytestmark = pytest.mark.slow  # `jina export` in a subprocess
 
 
 def jina_export(*args: str) -> None:

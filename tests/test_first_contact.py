@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,14 +24,14 @@ from typing import Dict, List
 import psutil
 import pytest
 
-from conftest_serving import png_bytes, server_error
-from mlcl_executor.serving import free_port
+from helpers import png_bytes, server_error
+from mlcl_cli.flows import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 MLCL = [sys.executable, "-m", "mlcl_cli"]
 START_TIMEOUT = 240  # s: a loaded 2-core CI box loads torch slowly; a healthy idle start is ~10 s
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _env() -> Dict[str, str]:
@@ -103,7 +104,7 @@ def assert_empty_requests_answered(served: Served) -> None:
     from docarray import DocList
 
     from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
-    from mlcl_executor.serving import grpc_client
+    from mlcl_cli.client import grpc_client
 
     for endpoint in ENDPOINTS:
         t0 = time.monotonic()
@@ -122,7 +123,7 @@ def assert_quiet(lines: List[str]) -> None:
     ours = [line for line in lines if line.startswith("mlcl serve: ")]
     others = [line for line in lines if not line.startswith("mlcl serve: ")]
     assert not others, "a healthy start printed lines that are not ours:\n" + "\n".join(others)
-    assert any("ready in" in line and f"http://127.0.0.1" in line for line in ours)
+    assert any("ready in" in line and "http://127.0.0.1" in line for line in ours)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,7 @@ def test_bad_parameter_over_grpc_names_the_reason(plain):
     from jina.excepts import BadServer
 
     from mlcl_executor.schemas import QueryDoc
-    from mlcl_executor.serving import grpc_client
+    from mlcl_cli.client import grpc_client
 
     client = grpc_client(port=plain.grpc)
     with pytest.raises(BadServer) as info:
@@ -336,7 +337,7 @@ def test_a_file_that_is_no_mlcl_checkpoint_fails_at_once_with_one_line(tmp_path)
 def test_a_checkpoint_that_does_not_fit_its_model_ends_the_start_with_its_reason(tmp_path):
     import torch
 
-    from conftest_serving import tiny_checkpoint
+    from helpers import tiny_checkpoint
 
     payload = torch.load(tiny_checkpoint(), map_location="cpu", weights_only=True)
     payload["state_dict"] = dict(list(payload["state_dict"].items())[:3])  # weights of another, smaller model
@@ -345,6 +346,39 @@ def test_a_checkpoint_that_does_not_fit_its_model_ends_the_start_with_its_reason
     lines = serve_fails(tmp_path, "--checkpoint", str(broken), within=90)  # idle machine: ~17 s (the encoder loads torch)
     assert lines[-1].startswith("mlcl serve: the Flow could not start: ")
     assert any("MLCLEncoder cannot start" in line for line in lines)
+
+
+def test_a_start_that_cannot_use_its_device_ends_with_its_reason(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda starts")
+    lines = serve_fails(tmp_path, "--device", "cuda", within=90)
+    assert lines[-1].startswith("mlcl serve: the Flow could not start: ")
+    # jina's log wraps long lines (its time stamps in the middle) where its output is no terminal
+    logged = " ".join(re.sub(r"\[\d\d/\d\d/\d\d \d\d:\d\d:\d\d\]", " ", " ".join(lines)).split())
+    assert "MLCLEncoder cannot start: device 'cuda' requested but CUDA is not available" in logged
+
+
+def test_a_signal_before_the_flow_is_ready_ends_everything_at_once(tmp_path):
+    """A start is stopped by the first SIGTERM, whether it would succeed or fail (jina's start does not return for it)."""
+    served = Served(tmp_path, "--device", "cpu")
+    while not any(line.startswith("mlcl serve: starting") for line in served.lines()):
+        assert served.proc.poll() is None and time.monotonic() - served.started < START_TIMEOUT, served.lines()
+        time.sleep(0.1)
+    time.sleep(1.0)  # the Flow's processes are being started
+    assert not any("ready in" in line for line in served.lines())
+    family = served.family()
+    t0 = time.monotonic()
+    served.proc.send_signal(signal.SIGTERM)
+    served.proc.wait(timeout=30)
+    took = time.monotonic() - t0
+    _, alive = psutil.wait_procs(family, timeout=5)
+    for p in alive:
+        p.kill()
+    assert took < 10 and not alive, (took, [p.pid for p in alive])
+    assert served.proc.returncode == 143
+    assert served.lines()[-1] == "mlcl serve: stopped before the Flow was ready"
 
 
 def test_client_commands_without_a_flow_print_one_line(tmp_path):

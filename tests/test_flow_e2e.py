@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from docarray import DocList
 
-from conftest_serving import (
+from helpers import (
     REPO_ROOT, data_uri, default_checkpoint_or_tiny, png_bytes, running_flow, server_error, shapes_test_split,
 )
 from jina.excepts import BadServer
 
 from mlcl.paths import DEFAULT_CHECKPOINT
 from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
-from mlcl_executor.serving import grpc_client, http_post
+from mlcl_cli.client import grpc_client, http_post
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # Flows / a Milvus Lite process
 
 N_TRIPLETS = 10  # shapes test split of 10 queries: 60 gallery images
 

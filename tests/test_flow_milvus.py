@@ -13,15 +13,16 @@ import time
 import pytest
 from docarray import DocList
 
-from conftest_serving import REPO_ROOT, data_uri, default_checkpoint_or_tiny, running_flow, shapes_test_split
+from helpers import REPO_ROOT, data_uri, default_checkpoint_or_tiny, running_flow, shapes_test_split
 
 if not os.environ.get("CI"):
     pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]'); CI installs it")
 
 from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc  # noqa: E402
-from mlcl_executor.serving import free_port, grpc_client, http_post  # noqa: E402
+from mlcl_cli.flows import free_port  # noqa: E402
+from mlcl_cli.client import grpc_client, http_post
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # Flows / a Milvus Lite process
 N_TRIPLETS = 6
 
 

@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 from docarray import DocList
 
-from conftest_serving import PYTHON, REPO_ROOT, png_bytes, subprocess_env, tiny_checkpoint
+from helpers import PYTHON, REPO_ROOT, png_bytes, subprocess_env, tiny_checkpoint
 from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
-from mlcl_executor.serving import free_port, grpc_client
+from mlcl_cli.flows import free_port
+from mlcl_cli.client import grpc_client
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),
            (128, 0, 0), (0, 128, 0), (0, 0, 128), (128, 128, 0), (40, 40, 40), (220, 220, 220)]
+
+pytestmark = pytest.mark.slow  # `mlcl serve` and the CLI in subprocesses
 
 
 class Server:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from docarray import DocList
 
-from conftest_serving import REPO_ROOT, data_uri, png_bytes, running_flow, tiny_checkpoint
+from helpers import REPO_ROOT, data_uri, png_bytes, running_flow, tiny_checkpoint
 from mlcl_executor.indexer import MLCLIndexer
 from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
-from mlcl_executor.serving import grpc_client, http_post
+from mlcl_cli.client import grpc_client, http_post
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # Flows / a Milvus Lite process
 
 
 @pytest.fixture(scope="module")

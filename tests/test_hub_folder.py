@@ -13,7 +13,7 @@ import pytest
 import yaml
 from docarray import DocList
 
-from conftest_serving import REPO_ROOT, png_bytes, run_endpoint, tiny_checkpoint
+from helpers import REPO_ROOT, png_bytes, run_endpoint, tiny_checkpoint
 
 HUB = REPO_ROOT / "hub" / "MLCLEncoder"
 pytestmark = pytest.mark.timeout(120)
@@ -37,7 +37,6 @@ def test_requirements_name_the_current_wheel():
 
 
 def test_config_loads_a_working_encoder():
-    import conftest_serving  # noqa: F401  (Jina environment)
     from jina import Executor
 
     from mlcl_executor.schemas import QueryDoc

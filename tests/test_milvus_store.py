@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from docarray import DocList
 
-import conftest_serving  # noqa: F401  (Jina environment)
-from conftest_serving import REPO_ROOT, subprocess_env
+
+from helpers import REPO_ROOT, subprocess_env
 
 if not os.environ.get("CI"):
     pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]'); CI installs it")
@@ -28,7 +28,7 @@ from mlcl_executor.indexer import META_FILE, MLCLIndexer  # noqa: E402
 from mlcl_executor.stores.milvus import MilvusStore, milvus_options  # noqa: E402
 from mlcl_executor.schemas import GalleryDoc, QueryDoc  # noqa: E402
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # Flows / a Milvus Lite process
 D = 16
 
 

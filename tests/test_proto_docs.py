@@ -1,8 +1,7 @@
-"""`/encode` answered from the request's protobuf (jina_compat fix 4, proto_docs.py) gives the same answer,
+"""`/encode` answered from the request's protobuf (jina_patches/worker.py fix 4, proto_docs.py) gives the same answer,
 document for document, as the typed path; requests it cannot read fall back to the typed path."""
 
 import asyncio
-import logging
 
 import numpy as np
 import pytest
@@ -10,36 +9,29 @@ import pytest
 pytest.importorskip("jina")
 
 from docarray import DocList  # noqa: E402
-from jina.serve.runtimes.worker.request_handling import WorkerRequestHandler  # noqa: E402
 from jina.types.request.data import DataRequest  # noqa: E402
 
-from conftest_serving import data_uri, png_bytes, run_endpoint, tiny_checkpoint  # noqa: E402
-from mlcl_executor import jina_compat  # noqa: E402
-from mlcl_executor.encoder import MLCLEncoder  # noqa: E402
+from helpers import data_uri, png_bytes, run_endpoint  # noqa: E402
+from mlcl_executor.jina_patches import worker as patched_worker  # noqa: E402
 from mlcl_executor.errors import RequestError  # noqa: E402
-from mlcl_executor.proto_docs import wrap  # noqa: E402
+from mlcl_executor import proto_docs  # noqa: E402
 from mlcl_executor.schemas import QueryDoc  # noqa: E402
 
 
-class FakeWorker:
-    """What the patched `handle` reads of a jina worker."""
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory, make_worker):
+    """jina's own worker around an MLCLEncoder (batch_size 4, one image root); the encoder is `worker._executor`."""
+    from helpers import tiny_checkpoint
 
-    def __init__(self, executor):
-        self._executor = executor
-        self._batchqueue_config = {}
-        self.deployment_name = "encoder"
-        self.logger = logging.getLogger("test")
+    root = tmp_path_factory.mktemp("roots")
+    (root / "blue.png").write_bytes(png_bytes((30, 30, 200)))
+    return make_worker("MLCLEncoder", uses_with={"checkpoint": str(tiny_checkpoint()), "device": "cpu", "batch_size": 4,
+                                                 "image_roots": [str(root)]})
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
-    jina_compat.apply()
-    root = tmp_path_factory.mktemp("roots")
-    (root / "blue.png").write_bytes(png_bytes((30, 30, 200)))
-    enc = MLCLEncoder(checkpoint=str(tiny_checkpoint()), device="cpu", batch_size=4, image_roots=[str(root)])
-    enc.root = root
-    yield enc
-    enc.close()
+def encoder(worker):
+    return worker._executor
 
 
 def mixed_docs(encoder):
@@ -76,9 +68,9 @@ def answer(req: DataRequest):
 
 
 @pytest.mark.parametrize("kind", ["query", "gallery"])
-def test_raw_answer_equals_the_typed_answer(encoder, kind):
+def test_raw_answer_equals_the_typed_answer(worker, encoder, kind):
     req = wire_request(mixed_docs(encoder), {"as": kind})
-    out = asyncio.run(WorkerRequestHandler.handle(FakeWorker(encoder), [req]))
+    out = asyncio.run(worker.handle([req]))
     assert out is req and req.data._loaded_doc_array is None  # answered in place, never parsed into documents
     raw = answer(out)
     typed = run_endpoint(encoder.encode(docs=DocList[QueryDoc](mixed_docs(encoder)), parameters={"as": kind}))
@@ -103,22 +95,22 @@ def test_raw_answer_equals_the_typed_answer(encoder, kind):
         assert "has no image" in by_id["text-only"].error
 
 
-def test_unknown_value_kinds_take_the_typed_path(encoder):
+def test_unknown_value_kinds_take_the_typed_path(worker, encoder):
     docs = [QueryDoc(id="t", image=np.zeros((20, 30, 3), np.uint8), text="make it red"), QueryDoc(id="b", image=png_bytes())]
     req = wire_request(docs)
     before = req.data._content.docs.SerializeToString()
-    assert wrap(req.data._content.docs) is None  # a tensor image is not read raw
-    assert asyncio.run(jina_compat._answer_raw(FakeWorker(encoder), req, "/encode")) is False
+    assert proto_docs.items(req.data._content.docs) is None  # a tensor image is not read raw
+    assert asyncio.run(patched_worker._answer_raw(worker, req, "/encode")) is False
     assert req.data._content.docs.SerializeToString() == before  # untouched: jina parses it and the endpoint serves it
     got = run_endpoint(encoder.encode(docs=DocList[QueryDoc](docs)))
     assert all(d.embedding is not None and d.error is None for d in got)
 
 
-def test_bad_parameter_is_a_client_error_and_leaves_the_request_alone(encoder):
+def test_bad_parameter_is_a_client_error_and_leaves_the_request_alone(worker, encoder):
     req = wire_request([QueryDoc(id="a", image=png_bytes(), text="x")])
     before = req.data._content.docs.SerializeToString()
     with pytest.raises(RequestError, match="'as' must be 'query' or 'gallery'"):
         asyncio.run(encoder.encode_proto(req.data._content.docs, {"as": "both"}))
     assert req.data._content.docs.SerializeToString() == before
-    out = asyncio.run(WorkerRequestHandler.handle(FakeWorker(encoder), [wire_request([QueryDoc(id="a", text="x")], {"as": "both"})]))
+    out = asyncio.run(worker.handle([wire_request([QueryDoc(id="a", text="x")], {"as": "both"})]))
     assert "'as' must be 'query' or 'gallery'" in out.status.exception.args[0]

@@ -44,6 +44,7 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_cli_module_imports_stay_light():
     # `mlcl --help` imports every command module: this one must not pull in Pillow/numpy.
     code = "import sys, mlcl_cli.commands.data; print(sorted({'PIL', 'numpy'} & set(sys.modules)))"

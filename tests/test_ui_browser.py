@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest_serving import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, subprocess_env
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -50,6 +50,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 WAIT_S = 30
 START_TIMEOUT = 240  # s: `mlcl serve` on a loaded 2-core box (an idle start is ~10 s)
+
+pytestmark = pytest.mark.slow  # a Flow and a headless browser
 
 
 def artifact_dir() -> Path:
@@ -118,7 +120,7 @@ def search_and_wait(driver) -> list[str]:
 
 def serve(tmp: Path) -> tuple[subprocess.Popen, str, int, Path]:
     """`mlcl serve` on free ports; (process, the search page URL from its ready line, gRPC port, log)."""
-    from mlcl_executor.serving import free_port
+    from mlcl_cli.flows import free_port
 
     grpc, http = free_port(), free_port()
     log = tmp / "serve.log"
@@ -157,7 +159,7 @@ def test_search_page_in_chromium(tmp_path, browser):
 
     from mlcl_executor.image_source import file_to_data_uri
     from mlcl_executor.schemas import GalleryDoc
-    from mlcl_executor.serving import grpc_client, http_post
+    from mlcl_cli.client import grpc_client, http_post
 
     from mlcl.data.shapes import ShapesDataset, ensure_shapes
 

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from docarray import DocList
 from PIL import Image
 
-from conftest_serving import data_uri, png_bytes, run_endpoint, tiny_checkpoint
-from mlcl_executor.encoder import MLCLEncoder
-from mlcl_executor.indexer import MLCLIndexer, MLCLMerger
+from helpers import data_uri, png_bytes, run_endpoint
+from mlcl_executor.indexer import MLCLIndexer
+from mlcl_executor.merger import MLCLMerger
 from mlcl_executor.schemas import GalleryDoc, QueryDoc
 from mlcl_executor.thumbnails import make_thumbnail
 
@@ -55,10 +55,8 @@ def test_model_levels_are_unit_vectors_and_fused_equals_encode_query(method, exp
 
 # ---------------------------------------------------------------- encoder
 @pytest.fixture(scope="module")
-def encoder():
-    enc = MLCLEncoder(checkpoint=str(tiny_checkpoint()), device="cpu", batch_size=4, thumbnail_size=16)
-    yield enc
-    enc.close()
+def encoder(make_encoder):
+    return make_encoder(batch_size=4, thumbnail_size=16)
 
 
 def test_encoder_adds_level_vectors_only_when_asked_and_only_to_composed_queries(encoder):

@@ -16,13 +16,14 @@ import subprocess
 import sys
 import sysconfig
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest_serving import REPO_ROOT
+from helpers import REPO_ROOT
+from mlcl_cli.resources import PACKAGED, PATTERNS, resource_files
 
-pytestmark = pytest.mark.timeout(900)
 ROOT_ONLY = {".git", ".venv", "build", "dist", "outputs", "output", "workspace", "runs", "data"}  # not mlcl/data
 ANYWHERE = shutil.ignore_patterns("*.egg-info", "__pycache__", ".pytest_cache", "*.whl")
 
@@ -38,6 +39,8 @@ def run(cmd, cwd, env, timeout):
     return done
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_wheel_installs_a_working_mlcl(tmp_path):
     t0 = time.monotonic()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JINA_MP_START_METHOD", "PYTHONHOME")}
@@ -49,6 +52,9 @@ def test_wheel_installs_a_working_mlcl(tmp_path):
         tmp_path, env, 300)
     wheel = next((tmp_path / "dist").glob("mlcl-*.whl"))
     built = time.monotonic()
+    with zipfile.ZipFile(wheel) as archive:  # every packaged resource (one list: mlcl_cli/resources.py)
+        packaged = {name for name in archive.namelist() if name.startswith(f"mlcl_cli/{PACKAGED}/")}
+    assert packaged == {f"mlcl_cli/{PACKAGED}/{rel.as_posix()}" for rel in resource_files(REPO_ROOT)}
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env, 120)
@@ -61,8 +67,8 @@ def test_wheel_installs_a_working_mlcl(tmp_path):
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = run([str(python), "-c", "import mlcl, mlcl_executor, mlcl_cli; from mlcl_executor.serving import DEFAULT_FLOW; "
-                 "from mlcl.paths import DEFAULT_CHECKPOINT; print(mlcl.__file__); print(DEFAULT_FLOW); print(DEFAULT_CHECKPOINT)"],
+    where = run([str(python), "-c", "import mlcl, mlcl_executor, mlcl_cli; from mlcl_cli.flows import default_flow; "
+                 "from mlcl.paths import DEFAULT_CHECKPOINT; print(mlcl.__file__); print(default_flow()); print(DEFAULT_CHECKPOINT)"],
                 elsewhere, env, 120).stdout.split()
     for path in where:
         assert Path(path).is_relative_to(site), f"{path} is not from the installed wheel"
@@ -82,3 +88,10 @@ def test_wheel_installs_a_working_mlcl(tmp_path):
     assert not (elsewhere / "workspace").exists()  # the demo's index lives in a temporary workspace
     print(f"wheel built in {built - t0:.1f} s, installed in {installed - built:.1f} s, "
           f"checks and demo in {time.monotonic() - installed:.1f} s; load {os.getloadavg()[0]:.2f}")
+
+
+def test_one_list_of_packaged_resources():
+    """The source distribution carries what setup.py copies: MANIFEST.in names the same patterns."""
+    manifest = (REPO_ROOT / "MANIFEST.in").read_text().split()
+    assert all(pattern in manifest for pattern in PATTERNS)
+    assert {"config.yml", "flows/flow.yml", "flows/indexer.yml"} <= {p.as_posix() for p in resource_files(REPO_ROOT)}

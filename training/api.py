@@ -106,5 +106,10 @@ def train(config_path: str | Path, options: Sequence[str] = ()) -> dict[str, Any
     (output_dir, checkpoint, steps, wall_time_s, metrics, ...)."""
     cfg = load_config(config_path, options)
     _check_output_dir(cfg)
+    from omegaconf import OmegaConf
+
+    from mlcl.preflight import check_training_inputs
+
+    check_training_inputs(OmegaConf.to_container(cfg.config, resolve=True))  # data root, pretrained: before any download
     runner = build(cfg)
     return runner.train()

@@ -73,13 +73,10 @@ def _to_rgb(image):
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """"auto" (or None): CUDA when available, else CPU."""
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={name!r} but CUDA is not available here; use run.device=auto or cpu")
-    return device
+    """"auto" (or None): CUDA when available, else CPU (`mlcl.device.resolve_device`)."""
+    from mlcl.device import resolve_device as resolve
+
+    return torch.device(resolve(name))
 
 
 def configure_threads(n: int | None) -> None:

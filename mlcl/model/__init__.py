@@ -3,7 +3,7 @@
     from mlcl.model import build_model, save_checkpoint, load_checkpoint
     model = build_model("mlcl-tiny", method="mlcl")            # random init, our config
     model = build_model("RN50x4", pretrained="openai")          # open_clip name + tag (needs a hub)
-    model = build_model("ViT-B-32", pretrained="/path/ckpt.pt") # local open_clip checkpoint
+    model = build_model("ViT-B-32", pretrained="/path/ckpt.pt") # local weights (OpenAI's ViT-B-32.pt too)
     save_checkpoint(model, "model.pt"); model = load_checkpoint("model.pt")
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backbone import backbone_config, create_backbone, register_configs
+from .clip_weights import WeightsError, read_clip_weights, resolve_backbone
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, load_state, read_checkpoint, save_checkpoint
 from .method import MethodConfig, available_methods, get_method
 from .mlcl import INFERENCE_WEIGHTINGS, MLCLModel
@@ -34,6 +35,7 @@ def build_model(
     normalize_features: False (default, as CLIP4Cir and the MLCL authors) feeds the raw
     encoder outputs to the sum and the combiner; True L2-normalises them first.
     """
+    backbone = resolve_backbone(backbone, pretrained)  # OpenAI's weights: the QuickGELU twin (clip_weights.py)
     cfg = backbone_config(backbone)
     d = int(cfg["embed_dim"])
     config = {
@@ -48,7 +50,7 @@ def build_model(
 
 
 __all__ = [
-    "INFERENCE_WEIGHTINGS", "CheckpointError", "MLCLModel", "MethodConfig", "available_methods", "backbone_config",
-    "build_model", "check_compatible", "create_backbone", "get_method", "load_checkpoint", "load_state",
-    "read_checkpoint", "register_configs", "save_checkpoint",
+    "INFERENCE_WEIGHTINGS", "CheckpointError", "MLCLModel", "MethodConfig", "WeightsError", "available_methods",
+    "backbone_config", "build_model", "check_compatible", "create_backbone", "get_method", "load_checkpoint",
+    "load_state", "read_checkpoint", "read_clip_weights", "register_configs", "resolve_backbone", "save_checkpoint",
 ]

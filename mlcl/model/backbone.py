@@ -1,7 +1,9 @@
 """CLIP backbones from open_clip: any open_clip model name, plus our own JSON configs.
 
 `pretrained` is an open_clip tag (e.g. "openai", downloads where a hub is
-reachable), a local checkpoint path, or None (random initialisation).
+reachable), a local weights file (OpenAI's release files, the MLCL authors' and
+CLIP4Cir's `{'CLIP': ...}` files, state dicts: `clip_weights`), or None
+(random initialisation).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import open_clip
 import torch
 from torch import nn
+
+from .clip_weights import is_local_pretrained, load_clip_into, read_clip_weights
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "backbones"
 
@@ -63,8 +67,13 @@ def create_backbone(
     if model_config is not None:
         _ensure_registered(model_name, model_config)
     cfg = backbone_config(model_name)
-    if pretrained is not None and Path(pretrained).suffix and not Path(pretrained).exists():
-        raise FileNotFoundError(f"pretrained checkpoint {pretrained!r} does not exist")
+    if is_local_pretrained(pretrained):
+        # Our reader, not open_clip's: it takes OpenAI's TorchScript files and the authors' {'CLIP': ...}
+        # files too, and names the key and both shapes when a file does not fit (clip_weights.py).
+        weights = read_clip_weights(pretrained, "model.pretrained")
+        model = open_clip.create_model(model_name, pretrained=None, device=torch.device("cpu"))
+        load_clip_into(model, weights, model_name)
+        return model, cfg
     model = open_clip.create_model(model_name, pretrained=pretrained, device=torch.device("cpu"))
     return model, cfg
 

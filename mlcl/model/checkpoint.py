@@ -10,6 +10,7 @@ import open_clip
 import torch
 
 from .. import __version__
+from .clip_weights import first_line, is_torchscript
 from .mlcl import MLCLModel
 
 from ..checkpoint_header import FORMAT, FORMAT_VERSION  # noqa: E402  (one definition, readable without torch)
@@ -53,14 +54,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if is_torchscript(path):
+        raise CheckpointError(f"{path}: a TorchScript archive (an OpenAI CLIP release file?), not an mlcl checkpoint: "
+                              "use it as model.pretrained, or with a combiner in mlcl import-weights")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign/corrupt files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not an mlcl checkpoint (no 'format': '{FORMAT}' key; a bare open_clip or LAVIS "
-            "checkpoint goes to build_model(..., pretrained=PATH) instead)"
+            "checkpoint goes to build_model(..., pretrained=PATH) instead; the MLCL authors' or CLIP4Cir's "
+            "files to mlcl import-weights)"
         )
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {payload['format_version']} is newer than this mlcl reads ({FORMAT_VERSION})")

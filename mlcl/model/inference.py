@@ -54,15 +54,6 @@ class Inference:
         return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def resolve_device(device: str = "auto") -> str:
-    """`auto`: cuda when there is a GPU, else cpu; a cuda device without CUDA is a ValueError that says so."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (use device: cpu or auto)")
-    return str(device)
-
-
 def is_convolutional(tower: nn.Module) -> bool:
     """A tower whose work is mostly convolutions (more than a patch-embedding stem)."""
     return sum(isinstance(m, nn.Conv2d) for m in tower.modules()) > 1
@@ -100,4 +91,4 @@ def prepare_for_inference(model: Any, device: str | torch.device = "cpu", precis
 
 
 __all__ = ["Inference", "MEMORY_FORMATS", "PRECISIONS", "is_convolutional", "keep_first_conv_fp32",
-           "prepare_for_inference", "resolve_device"]
+           "prepare_for_inference"]

@@ -4,7 +4,7 @@
     mlcl demo --gallery 3000 -k 5 --out outputs/demo.png
     mlcl demo --serve                 # then keep the Flow up: the search page at http://localhost:PORT/ui/
 
-The work (the Flow, the queries, the printout) is `mlcl_executor.demo.run_demo`;
+The work (the Flow, the queries, the printout) is `mlcl_cli.demo.run_demo`;
 the contact sheet is `mlcl.viz.contact_sheet`. This module parses and calls.
 """
 
@@ -18,7 +18,7 @@ from mlcl_cli.commands.serve import add_flow_arguments, flow_overrides
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    add_flow_arguments(parser)
+    add_flow_arguments(parser, free_ports=True)
     parser.add_argument("--data-root", type=Path, help="shapes data folder (generated if missing; default: mlcl's cache)")
     parser.add_argument("--gallery", type=int, default=6000,
                         help="gallery images to index, whole query groups (default: 6000; 0: the full test gallery)")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     args.checkpoint = checkpoint
 
-    from mlcl_executor.demo import DemoOptions, run_demo
+    from mlcl_cli.demo import DemoOptions, run_demo
 
     same = run_demo(DemoOptions(
         checkpoint=checkpoint, data_root=args.data_root, gallery=args.gallery, queries=args.queries,

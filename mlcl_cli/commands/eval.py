@@ -104,10 +104,20 @@ def run(args: argparse.Namespace) -> int:
     from mlcl.model import load_checkpoint
     from mlcl.paths import DEFAULT_CHECKPOINT
 
+    from mlcl.checkpoint_header import checkpoint_problem
+    from mlcl_cli.cli import UserError
+
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
-    if not Path(checkpoint).is_file():
-        print(f"mlcl eval: checkpoint not found: {checkpoint}", file=sys.stderr)
-        return 2
+    problem = checkpoint_problem(Path(checkpoint))
+    if problem:
+        raise UserError(problem)
+    from mlcl.preflight import PreflightError, check_data_root
+
+    try:
+        check_data_root(dataset, data_root)  # before the model loads (seconds for RN50x4)
+    except PreflightError as exc:
+        print(f"mlcl eval: {exc}", file=sys.stderr)
+        return 1
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_checkpoint(checkpoint, device=device)
     if args.weighting:

@@ -56,7 +56,7 @@ def collect(paths: list[Path], recursive: bool) -> list[tuple[str, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlcl_executor import launcher
+    from mlcl_cli import launcher
 
     launcher.quiet()
     if args.vectors is not None or args.ids is not None:
@@ -131,7 +131,7 @@ def post_in_groups(client, items: list[tuple[str, Path]], size: int, on_answer) 
 
 def _connect(args: argparse.Namespace):  # noqa: ANN202 - a jina Client, or None
     """A gRPC client of the Flow at --host/--port; None (after one line on stderr) when none answers."""
-    from mlcl_executor.serving import NoFlowError, check_flow, grpc_client
+    from mlcl_cli.client import NoFlowError, check_flow, grpc_client
 
     try:
         check_flow(args.host, args.port)
@@ -144,7 +144,8 @@ def _connect(args: argparse.Namespace):  # noqa: ANN202 - a jina Client, or None
 def _vector_blocks(args: argparse.Namespace, size: int):  # noqa: ANN202
     """(model id, number of vectors, iterator of (ids, matrix) blocks of at most `size`) for --vectors."""
     from mlcl.paths import DEFAULT_CHECKPOINT
-    from mlcl.vector_files import VectorDir, checkpoint_id, load_vector_files
+    from mlcl.model_id import checkpoint_id
+    from mlcl.vector_files import VectorDir, load_vector_files
 
     if args.paths:
         raise ValueError("--vectors goes without image paths")

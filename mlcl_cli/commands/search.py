@@ -42,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1:
         print(f"mlcl search: -k/--limit must be at least 1, got {args.limit}", file=sys.stderr)
         return 2
-    from mlcl_executor import launcher
+    from mlcl_cli import launcher
 
     launcher.quiet()
     from docarray import DocList
 
     from mlcl_executor.schemas import QueryDoc
-    from mlcl_executor.serving import NoFlowError, check_flow, grpc_client
+    from mlcl_cli.client import NoFlowError, check_flow, grpc_client
 
     reference_path = str(args.image.resolve()) if args.image is not None and not args.keep_reference else None
     query = QueryDoc(image=args.image.read_bytes() if args.image else None, text=args.text, reference_id=args.reference_id)

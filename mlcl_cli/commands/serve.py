@@ -5,7 +5,8 @@
     mlcl serve --backend hnsw --workspace /data/mlcl-index --image-root /data/images
 
 Equivalent to `jina flow --uses flows/flow.yml` plus overrides, with checks
-first (checkpoint, workspace, ports: one line each, nothing started), a quiet
+first (checkpoint, workspace, ports, a Milvus server or docker daemon the Flow needs: one line each,
+nothing started), a quiet
 log (our own lines; `--verbose` shows jina's), and a clean stop on Ctrl-C or
 SIGTERM (every child process ends). jina is imported inside `run`.
 """
@@ -18,10 +19,11 @@ import time
 from pathlib import Path
 
 
-def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `mlcl serve` and `mlcl demo`."""
-    parser.add_argument("--grpc-port", type=int, help="gRPC gateway port (default: the Flow YAML's, 54321)")
-    parser.add_argument("--http-port", type=int, help="HTTP gateway port (default: the Flow YAML's, 54322)")
+def add_flow_arguments(parser: argparse.ArgumentParser, free_ports: bool = False) -> None:
+    """Options shared by `mlcl serve` and `mlcl demo` (`free_ports`: the ports default to free ones)."""
+    defaults = ("a free port", "a free port") if free_ports else ("the Flow YAML's, 54321", "the Flow YAML's, 54322")
+    parser.add_argument("--grpc-port", type=int, help=f"gRPC gateway port (default: {defaults[0]})")
+    parser.add_argument("--http-port", type=int, help=f"HTTP gateway port (default: {defaults[1]})")
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the bundled shapes model)")
     parser.add_argument("--device", help="encoder device: auto, cpu, cuda, cuda:N (default: config.yml's)")
     parser.add_argument("--backend", choices=("memory", "hnsw", "milvus"), help="index backend (default: flows/indexer.yml's)")
@@ -55,15 +57,17 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlcl_executor import launcher
+    from mlcl_cli import launcher
 
     started = time.monotonic()
     if not args.verbose:
         launcher.quiet()
-    launcher.keep_model_out()  # this process, the gateway and the indexer never run the model
+    from mlcl_executor.torch_gate import keep_model_out
+
+    keep_model_out()  # this process, the gateway and the indexer never run the model
 
     from mlcl.paths import DEFAULT_CHECKPOINT
-    from mlcl_executor.serving import flow_config, flow_ports, resolve_flow
+    from mlcl_cli.flows import flow_config, flow_ports, resolve_flow
 
     try:
         flow_file = resolve_flow(args.flow)
@@ -73,24 +77,26 @@ def run(args: argparse.Namespace) -> int:
     kwargs = dict(flow_file=flow_file, grpc_port=args.grpc_port, http_port=args.http_port,
                   workspace=args.workspace, quiet_errors=not args.verbose, **flow_overrides(args))
     try:
-        ports = flow_ports(flow_config(**kwargs))
+        config = flow_config(**kwargs)
+        ports = flow_ports(config)
     except ValueError as exc:
         print(f"mlcl serve: {exc}", file=sys.stderr)
         return 2
     checkpoint = Path(args.checkpoint).expanduser().resolve() if args.checkpoint else DEFAULT_CHECKPOINT
-    problems = launcher.preflight(checkpoint, Path(args.workspace).resolve(), args.backend, ports)
+    problems = launcher.preflight(checkpoint, Path(args.workspace).resolve(), args.backend, ports, config)
     if problems:
         for problem in problems:
             print(f"mlcl serve: {problem}", file=sys.stderr)
         return 2
 
-    from mlcl_executor import jina_compat
-    from mlcl_executor.serving import build_flow
+    from mlcl_cli.flows import build_flow
+    from mlcl_executor import jina_patches
+    from mlcl_executor.vectors import checkpoint_id
 
-    jina_compat.apply()  # before any process starts: the Flow's processes are forked from this one
+    jina_patches.apply()  # before any process starts: the Flow's processes are forked from this one
     flow = build_flow(**kwargs)
     grpc, http = ports.get("grpc"), ports.get("http")
-    print(f"mlcl serve: starting {Path(flow_file).name}: model {checkpoint.name}, "
+    print(f"mlcl serve: starting {Path(flow_file).name}: model {checkpoint.name} (model id {checkpoint_id(checkpoint)}), "
           f"index in {Path(args.workspace).resolve()}", flush=True)
     with launcher.supervised(flow, "mlcl serve", show_jina_banner=args.verbose) as stop:
         print(f"mlcl serve: ready in {time.monotonic() - started:.1f} s: gRPC grpc://127.0.0.1:{grpc}  "

@@ -1,4 +1,4 @@
-"""The store contract of MLCLIndexer, and `create_store`.
+"""The store contract of MLCLIndexer.
 
 A store maps a document id to (vector, uri, tags) and answers nearest-neighbour
 queries by cosine similarity. Every store (`memory`, `hnsw`, and any new
@@ -27,10 +27,11 @@ write is appended to a write-ahead log (`wal.py`) and fsync'ed before it is
 applied and acknowledged; full snapshots are written at compaction only.
 
 A new backend: subclass `VectorStore` (or `LoggedStore`, implementing its
-`_apply_*` / `_write_snapshot` hooks, for a local store), name it in
-`BACKENDS` and `create_store`; `check_params` must ignore request parameters
-that are not its own (the indexer passes all of them). The reference-model
-test in `tests/test_stores.py` is parametrised by backend name.
+`_apply_*` / `_write_snapshot` hooks, for a local store) and name it in the
+registry (`STORES` in `stores/__init__.py`); `check_params` must ignore request
+parameters that are not its own (the indexer passes all of them) and raise
+`RequestError` (`params.py`) for a bad one. The reference-model test in
+`tests/test_stores.py` is parametrised by backend name.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
-BACKENDS = ("memory", "hnsw", "milvus")  # milvus: milvus.py (the `milvus` extra)
+from ..vectors import bad_rows
+
 PERSISTENCE_KEYS = ("fsync", "compact_ratio", "compact_min_bytes")
 
 
@@ -90,8 +92,7 @@ class Batch:
                 continue
             vectors[out] = vec
         if not bad and len(keep):
-            norms = np.linalg.norm(vectors, axis=1)
-            for out in np.flatnonzero(~np.isfinite(norms) | (norms == 0)):
+            for out in bad_rows(vectors):
                 bad.append(f"{rows[keep[out]]['id']!r}: embedding is zero or not finite")
         if bad:
             raise ValueError("rows rejected, nothing was stored: " + "; ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
@@ -110,20 +111,6 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms > 0, norms, 1.0)
 
 
-def int_param(params: Dict[str, Any], key: str, low: int, high: int) -> Optional[int]:
-    """A request parameter that must be an integer in [low, high] (None when absent)."""
-    value = params.get(key)
-    if value is None:
-        return None
-    try:
-        number = float(value)  # JSON/protobuf numbers arrive as floats
-    except (TypeError, ValueError):
-        raise ValueError(f"parameter {key!r} must be an integer, got {value!r}") from None
-    if not number.is_integer() or not low <= number <= high:
-        raise ValueError(f"parameter {key!r} must be an integer between {low} and {high}, got {value!r}")
-    return int(number)
-
-
 class VectorStore(ABC):
     """id -> (vector, uri, tags), searched by cosine similarity (see the module docstring)."""
 
@@ -133,6 +120,12 @@ class VectorStore(ABC):
     def __init__(self, dim: int, workdir: Optional[Path]):
         self.dim = int(dim)
         self.workdir = Path(workdir) if workdir else None
+
+    @classmethod
+    def create(cls, dim: int, workdir: Optional[Path], options: Dict[str, Any], persistence: Dict[str, Any]) -> "VectorStore":
+        """The store as the indexer's config describes it: its own `options` (a store that keeps
+        its own persistence, like Milvus, ignores `persistence`)."""
+        return cls(dim, workdir, **options)
 
     @abstractmethod
     def upsert(self, rows: Sequence[Dict[str, Any]]) -> None: ...
@@ -190,37 +183,4 @@ def ranked_hits(keys: np.ndarray, scores: np.ndarray, id_of: Callable[[int], str
     return out
 
 
-def create_store(
-    backend: str,
-    dim: int,
-    workdir: Optional[Path],
-    hnsw: Optional[Dict[str, Any]] = None,
-    persistence: Optional[Dict[str, Any]] = None,
-    milvus: Optional[Dict[str, Any]] = None,
-) -> VectorStore:
-    """A store of `backend` (see BACKENDS) for vectors of width `dim`, persisted in `workdir` (None: memory only).
-
-    `hnsw`: options of the hnsw store (see `HnswStore`). `persistence`: `fsync`
-    (default true), `compact_ratio` (1.0), `compact_min_bytes` (16 MiB).
-    `milvus`: options of the Milvus store (see `milvus.py`).
-    """
-    persistence = dict(persistence or {})
-    unknown = set(persistence) - set(PERSISTENCE_KEYS)
-    if unknown:
-        raise ValueError(f"unknown persistence options {sorted(unknown)}; choose from {PERSISTENCE_KEYS}")
-    if backend == "memory":
-        from .memory import MemoryStore
-
-        return MemoryStore(dim, workdir, **persistence)
-    if backend == "hnsw":
-        from .hnsw import HnswStore
-
-        return HnswStore(dim, workdir, options=hnsw, **persistence)
-    if backend == "milvus":  # Milvus owns persistence: `persistence` does not apply
-        from .milvus import MilvusStore
-
-        return MilvusStore(dim, workdir, **(milvus or {}))
-    raise ValueError(f"unknown index backend {backend!r}; choose one of {BACKENDS}")
-
-
-__all__ = ["BACKENDS", "Batch", "Hits", "Match", "PERSISTENCE_KEYS", "VectorStore", "create_store", "int_param", "normalized", "ranked_hits"]
+__all__ = ["Batch", "Hits", "Match", "PERSISTENCE_KEYS", "VectorStore", "normalized", "ranked_hits"]

@@ -35,7 +35,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .base import Batch, Hits, int_param, ranked_hits
+from ..params import param_int
+from .base import Batch, Hits, ranked_hits
 from .logged import LoggedStore
 from .wal import fsync_dir, json_default
 
@@ -151,7 +152,7 @@ class HnswStore(LoggedStore):
 
     # ------------------------------------------------------------ search
     def check_params(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        ef = int_param(params, "ef", 1, MAX_EF)
+        ef = param_int(params, "ef", low=1, high=MAX_EF)
         return {} if ef is None else {"ef": ef}
 
     def _search(self, queries: np.ndarray, limit: int, ef: Optional[int] = None, **params: Any) -> Hits:

@@ -22,7 +22,7 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from .base import Batch, VectorStore
+from .base import PERSISTENCE_KEYS, Batch, VectorStore
 from .wal import CLEAR, DELETE, UPSERT, WriteAheadLog, decode_batch, encode_batch
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,13 @@ class LoggedStore(VectorStore):
         self.snapshot_bytes = 0
         self.log: Optional[WriteAheadLog] = None
         self.compactions = 0
+
+    @classmethod
+    def create(cls, dim: int, workdir: Optional[Path], options: Dict[str, Any], persistence: Dict[str, Any]) -> "LoggedStore":
+        unknown = set(persistence) - set(PERSISTENCE_KEYS)
+        if unknown:
+            raise ValueError(f"unknown persistence options {sorted(unknown)}; choose from {PERSISTENCE_KEYS}")
+        return cls(dim, workdir, options, **persistence)
 
     @abstractmethod
     def _apply_upsert(self, batch: Batch) -> None: ...

@@ -39,7 +39,9 @@ class MemoryStore(LoggedStore):
 
     name = "memory"
 
-    def __init__(self, dim: int, workdir: Optional[Path], **persistence: Any):
+    def __init__(self, dim: int, workdir: Optional[Path], options: Optional[Dict[str, Any]] = None, **persistence: Any):
+        if options:
+            raise ValueError(f"the memory backend has no options, got {sorted(options)}")
         super().__init__(dim, workdir, **persistence)
         self._reset()
         if self.workdir is None:

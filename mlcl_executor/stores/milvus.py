@@ -34,11 +34,12 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from .base import Batch, Hits, Match, VectorStore, int_param
+from ..params import param_int
+from .base import Batch, Hits, Match, VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ class MilvusStore(VectorStore):
         """`nprobe` (IVF indexes) and `ef` (HNSW) from request parameters, over the configured `search_params`."""
         out = {}
         for key in self.SEARCH_PARAMS:
-            value = int_param(params, key, 1, 65536)
+            value = param_int(params, key, low=1, high=65536)
             if value is not None:
                 out[key] = value
         return out

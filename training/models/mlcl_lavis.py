@@ -87,14 +87,17 @@ class MLCLLavis(BaseModel):
 
     @classmethod
     def from_config(cls, cfg: Any) -> "MLCLLavis":
-        from mlcl.model import build_model, get_method
+        from mlcl.model import build_model, get_method, resolve_backbone
 
         cfg = to_plain(cfg)
         method = get_method(cfg.get("method", "mlcl"))
+        # init_from / load_from bring the backbone's weights: `pretrained` then only names its architecture
+        # (OpenAI's weights: the QuickGELU twin), and nothing is downloaded.
+        own_weights = not (cfg.get("init_from") or cfg.get("load_from"))
         model = build_model(
-            backbone=cfg.get("backbone", "mlcl-tiny"),
+            backbone=resolve_backbone(cfg.get("backbone", "mlcl-tiny"), cfg.get("pretrained")),
             method=method,
-            pretrained=cfg.get("pretrained"),
+            pretrained=cfg.get("pretrained") if own_weights else None,
             proj_dim=cfg.get("proj_dim"),
             hidden_dim=cfg.get("hidden_dim"),
             dropout=float(cfg.get("dropout", 0.5)),

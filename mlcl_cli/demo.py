@@ -9,6 +9,7 @@ contact sheet (`mlcl.viz`) and stops the Flow. jina is imported inside `run_demo
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -55,11 +56,14 @@ def run_demo(opts: DemoOptions) -> bool:
     def log(message: str) -> None:
         print(f"[{time.monotonic() - start:5.1f}s] {message}", flush=True)
 
-    from mlcl_executor import jina_compat, launcher
+    from mlcl_executor import jina_patches
+    from mlcl_executor.torch_gate import keep_model_out
+
+    from . import launcher
 
     if not opts.verbose:
         launcher.quiet()
-    launcher.keep_model_out()  # the model runs in the Flow's encoder, not here
+    keep_model_out()  # the model runs in the Flow's encoder, not here
 
     from mlcl.data.shapes import ShapesDataset, ensure_shapes
     from mlcl.viz import contact_sheet
@@ -74,11 +78,12 @@ def run_demo(opts: DemoOptions) -> bool:
 
     from mlcl_executor.image_source import file_to_data_uri
     from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
-    from mlcl_executor.serving import batched, build_flow, curl_command, free_port, grpc_client, http_post
+    from mlcl_cli.flows import build_flow, free_port
+    from mlcl_cli.client import batched, curl_command, grpc_client, http_post
 
     grpc_port, http_port = opts.grpc_port or free_port(), opts.http_port or free_port()
     with tempfile.TemporaryDirectory(prefix="mlcl-demo-") as workspace:
-        jina_compat.apply()
+        jina_patches.apply()
         flow = build_flow(grpc_port=grpc_port, http_port=http_port, workspace=workspace,
                           quiet_errors=not opts.verbose, **opts.overrides)
         with launcher.supervised(flow, "mlcl demo", show_jina_banner=opts.verbose, interrupt=True) as stop:
@@ -128,9 +133,13 @@ def run_demo(opts: DemoOptions) -> bool:
             base = f"http://localhost:{http_port}"
             http_ids = [m["id"] for m in http_post(base, "/search", payload)["data"][0]["matches"]]
             same = http_ids == [m.id for m in shown[0][1].matches]
-            print(f"\nquery 1 over HTTP: {'same' if same else 'DIFFERENT'} top-{opts.limit} as over gRPC. The equivalent curl:")
-            print("  " + curl_command(base, "/search", payload))
-            print("  (the image is a base64 data URI, shortened here; `mlcl search --image FILE --text ...` does the same over gRPC)")
+            body = opts.out.with_name(opts.out.stem + "-query.json")  # the image is a data URI: too long for a command line
+            body.parent.mkdir(parents=True, exist_ok=True)
+            body.write_text(json.dumps(payload))
+            print(f"\nquery 1 over HTTP: {'same' if same else 'DIFFERENT'} top-{opts.limit} as over gRPC. The equivalent curl "
+                  f"(the request body, its image a base64 data URI, is in {body}):")
+            print("  " + curl_command(base, "/search", payload, body_file=str(body)))
+            print("  (`mlcl search --image FILE --text ...` does the same over gRPC; with --serve the Flow stays up to run it)")
 
             rows = [(t["reference"], t["caption"], list(zip([m.id for m in a.matches], a.scores))) for t, a in shown]
             out = contact_sheet(rows, opts.out, ds.load_image, lambda row, match_id: is_hit(shown[row][0], match_id))

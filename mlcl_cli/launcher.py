@@ -4,24 +4,25 @@ Used by `mlcl serve` and `mlcl demo`. What it guarantees:
 
 - `preflight()` checks what is cheap to check before any process starts (the
   checkpoint file, the workspace's index against the configured backend, the
-  ports) and returns one line per problem.
+  ports, the services the Flow's Executors need: a docker daemon, a Milvus
+  server) and returns one line per problem.
 - `quiet()` keeps a healthy start to our own lines: jina logs only errors, and
   the known third-party warnings are filtered by message, one by one
   (`--verbose` skips all of this).
 - `supervised()` runs a Flow so that a start that fails ends the process within
   seconds with one line and no child left behind (jina's own abort path waits
-  on a gateway that retries forever), and so that SIGTERM or one Ctrl-C stops
-  the Flow and every child within a bounded time.
-- `keep_model_out()`: the orchestrating process, the gateway and the indexer do
-  not run the model, so they do not import torch (~700 MB each with the CUDA
-  build); only the encoder does (see `model_process()`).
+  on a gateway that retries forever), a signal before the Flow is ready ends it
+  at once, and SIGTERM or one Ctrl-C stops a running Flow and every child within
+  a bounded time.
+
+The torch gate (`keep_model_out`) is `mlcl_executor.torch_gate`: the Flow's own
+processes need it too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import signal
 import socket
@@ -32,11 +33,16 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from mlcl.checkpoint_header import checkpoint_problem
 from mlcl.known_warnings import silence_known_warnings
+from mlcl_executor.jina_patches.flow_start import AbortWatch, no_banner
 
-from .serving import quiet_jina
+from .flows import quiet_jina
 
 #: How long a stop may take before the children are killed (SIGTERM/Ctrl-C must end within 10 s).
 STOP_GRACE_S = 6.0
+
+
+class FlowStartError(RuntimeError):
+    """The Flow could not start (the message says why, on one line); every process it started is stopped."""
 
 
 def quiet() -> None:
@@ -46,24 +52,6 @@ def quiet() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     quiet_jina()
     silence_known_warnings()
-
-
-def keep_model_out() -> None:
-    """Make `import torch` fail in this process and the processes it forks, unless they opt back in.
-
-    docarray imports torch whenever it is installed; the processes that never run
-    the model (this one, the gateway, the indexer) then pay its memory for nothing.
-    Call before jina or docarray is imported. The encoder opts back in with
-    `model_process()` before it imports torch.
-    """
-    if "torch" not in sys.modules:
-        sys.modules["torch"] = None  # type: ignore[assignment]
-
-
-def model_process() -> None:
-    """Undo `keep_model_out()` in a process that runs the model (idempotent, harmless otherwise)."""
-    if "torch" in sys.modules and sys.modules["torch"] is None:
-        del sys.modules["torch"]
 
 
 # ----------------------------------------------------------------- preflight
@@ -96,8 +84,43 @@ def check_workspace(workspace: Path, backend: Optional[str]) -> List[str]:
     return problems
 
 
-def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str], ports: Dict[str, int]) -> List[str]:
-    """Every problem found before starting anything, one line each (empty: go)."""
+def answers(host: str, port: int, timeout: float = 3.0) -> bool:
+    """Whether something accepts a TCP connection at host:port."""
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def service_problems(config: Dict[str, Any]) -> List[str]:
+    """Services the Flow's Executors need that do not answer (one line each): a docker daemon for
+    `docker://` Executors, the Milvus server a `milvus` indexer names."""
+    import urllib.parse
+
+    from mlcl_executor.stores.milvus import URI_ENV, is_server_uri
+
+    problems = []
+    images = [str(e["uses"]) for e in config.get("executors", []) if str(e.get("uses", "")).startswith("docker://")]
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if images and host.startswith("unix://") and not Path(host[len("unix://"):]).exists():  # tcp/ssh: left to docker
+        problems.append(f"the Flow runs Executors in docker images ({', '.join(sorted(set(images)))}) and no docker "
+                        f"daemon is reachable here (no {host[len('unix://'):]}); flows/flow.docker.yml is meant for "
+                        "`jina export` (docs/serving.md)")
+    for executor in config.get("executors", []):
+        with_ = executor.get("uses_with") or {}
+        uri = os.environ.get(URI_ENV) or (with_.get("milvus") or {}).get("uri")
+        if with_.get("backend") == "milvus" and uri and is_server_uri(str(uri)):
+            url = urllib.parse.urlsplit(str(uri))
+            if not answers(url.hostname or "localhost", url.port or 19530):
+                problems.append(f"no Milvus server answers at {uri} (the {executor.get('name', 'indexer')}'s milvus.uri; "
+                                f"${URI_ENV} replaces it)")
+    return problems
+
+
+def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str], ports: Dict[str, int],
+              config: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Every problem found before starting anything, one line each (empty: go). `config`: the Flow's (flows.flow_config)."""
     problems = []
     if checkpoint is not None:
         why = checkpoint_problem(checkpoint)
@@ -107,7 +130,7 @@ def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str
     for protocol, port in ports.items():
         if port_in_use(port):
             problems.append(f"{protocol} port {port} is in use (another `mlcl serve`? choose one with --{protocol}-port)")
-    return problems
+    return problems + (service_problems(config) if config else [])
 
 
 # ------------------------------------------------------------- supervision
@@ -160,22 +183,13 @@ def kill_processes(procs: List[Any], grace: float = 2.0) -> None:
     psutil.wait_procs(alive, timeout=grace)
 
 
-class _AbortWatch(logging.Handler):
-    """Sees jina's 'Flow is aborted' record (logged before jina's close, which can hang)."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.aborted = threading.Event()
-        self.reason = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "Flow is aborted" in message:
-            self.reason = message
-            self.aborted.set()
+def _say(message: str) -> None:
+    """One line on stderr; a closed or full pipe must not keep this process alive."""
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
 
 
-def _watch_start(prog: str, watch: _AbortWatch, ready: threading.Event, flow_procs: "FlowProcesses") -> None:
+def _watch_start(prog: str, watch: AbortWatch, ready: threading.Event, flow_procs: "FlowProcesses") -> None:
     """Until the Flow is ready: jina's abort ends everything now (its own abort path then
     waits on a gateway that retries forever)."""
     while not ready.is_set():
@@ -183,8 +197,7 @@ def _watch_start(prog: str, watch: _AbortWatch, ready: threading.Event, flow_pro
             break
     else:
         return
-    reason = watch.reason.replace("Flow is aborted due to ", "").rstrip(".")
-    print(f"{prog}: the Flow could not start: {reason}; the error above says why", file=sys.stderr, flush=True)
+    _say(f"{prog}: the Flow could not start: {watch.reason}; the error above says why")
     kill_processes(flow_procs.current())
     os._exit(1)
 
@@ -197,7 +210,8 @@ def supervised(
 
     `interrupt`: the first signal also raises KeyboardInterrupt in the main thread
     (for work that does not wait on the event, e.g. the demo).
-    A start that fails ends the process (exit 1) with one line. A stop that takes
+    A start that fails ends the process (exit 1) with one line. A signal before the
+    Flow is ready ends it at once (nothing to stop gracefully yet). A stop that takes
     longer than STOP_GRACE_S kills the children and ends the process (exit 0).
     """
     # The Flow's processes are forked from this one and inherit its stdout: line by line,
@@ -207,61 +221,37 @@ def supervised(
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     stop, ready = threading.Event(), threading.Event()
     flow_procs = FlowProcesses()
-    watch = _AbortWatch()
-    _attach_to_jina_loggers(flow, watch)
+    watch = AbortWatch(flow)
     threading.Thread(target=_watch_start, args=(prog, watch, ready, flow_procs), daemon=True).start()
 
     def on_signal(signum: int, frame: Any) -> None:
+        code = 130 if signum == signal.SIGINT else 143
+        if not ready.is_set():  # still starting (or failing to): jina's start would not return for it
+            _say(f"{prog}: stopped before the Flow was ready")
+            kill_processes(flow_procs.current(), grace=0.5)
+            os._exit(code)
         if stop.is_set():  # a second signal: stop now
             kill_processes(flow_procs.current(), grace=0.5)
-            os._exit(130 if signum == signal.SIGINT else 143)
+            os._exit(code)
         stop.set()
         if interrupt:
             raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with contextlib.nullcontext() if show_jina_banner else _no_banner():
-            flow.start()
+        try:
+            with contextlib.nullcontext() if show_jina_banner else no_banner():
+                flow.start()
+        except Exception as exc:  # jina raised instead of logging its abort (e.g. no docker daemon for an image)
+            ready.set()  # no abort to watch for any more
+            kill_processes(flow_procs.current())
+            raise FlowStartError(f"the Flow could not start: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
         ready.set()
         yield stop
     finally:
         _stop_within(flow, prog, flow_procs)
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-@contextlib.contextmanager
-def _no_banner() -> Iterator[None]:
-    """Without jina's start-up console output: its "Waiting ..." progress bar (a blank line
-    where stdout is no terminal) and its "Flow is ready to serve!" panels (rich's print).
-
-    Not a redirect of sys.stdout: the Flow's processes are forked meanwhile and
-    would inherit it, and with it lose every line they log.
-    """
-    from jina.orchestrate.flow import base
-
-    saved = {name: base.__dict__.get(name) for name in ("print", "Progress")}
-    progress = saved["Progress"]
-    base.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
-    if progress is not None:
-        base.Progress = lambda *args, **kwargs: progress(*args, **{**kwargs, "disable": True})  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                base.__dict__.pop(name, None)
-            else:
-                setattr(base, name, value)
-
-
-def _attach_to_jina_loggers(flow: Any, handler: logging.Handler) -> None:
-    # jina's loggers do not propagate to the root logger: watch the Flow's own one.
-    jina_logger = getattr(flow, "logger", None)
-    target = getattr(jina_logger, "logger", None)
-    if isinstance(target, logging.Logger):
-        target.addHandler(handler)
 
 
 def _stop_within(flow: Any, prog: str, flow_procs: "FlowProcesses") -> None:
@@ -274,12 +264,11 @@ def _stop_within(flow: Any, prog: str, flow_procs: "FlowProcesses") -> None:
 
     threading.Thread(target=close, daemon=True).start()
     if not done.wait(STOP_GRACE_S):
-        print(f"{prog}: the Flow did not stop in {STOP_GRACE_S:.0f} s; stopping its processes", file=sys.stderr, flush=True)
+        _say(f"{prog}: the Flow did not stop in {STOP_GRACE_S:.0f} s; stopping its processes")
     kill_processes(flow_procs.current())
 
 
 __all__ = [
-    "FlowProcesses", "check_workspace", "descendants", "keep_model_out", "kill_processes",
-    "model_process",
-    "port_in_use", "preflight", "quiet", "supervised",
+    "FlowProcesses", "FlowStartError", "answers", "check_workspace", "descendants", "kill_processes", "port_in_use",
+    "preflight", "quiet", "service_problems", "supervised",
 ]

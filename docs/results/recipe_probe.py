@@ -1,6 +1,6 @@
 """GPU probe (issue 10): compare stage-1 recipes for the shapes default model (docs/results/README.md).
 
-    python scripts/recipe_probe.py D_rn_groups_raw,E_rn_fresh_raw 2000     # $OUT/probe_*.json
+    python docs/results/recipe_probe.py D_rn_groups_raw,E_rn_fresh_raw 2000     # $OUT/probe_*.json
 
 Plain PyTorch loop over the mlcl model API (no LAVIS): procedural groups
 (mlcl.data.shapes.procedural), sum fusion, AdamW 1e-3 cosine, batch of Q
@@ -15,7 +15,8 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE if os.path.isdir(os.path.join(HERE, "mlcl")) else os.path.dirname(HERE))
+# beside a copy of mlcl/ on the device, or at docs/results/ of a checkout
+sys.path.insert(0, HERE if os.path.isdir(os.path.join(HERE, "mlcl")) else os.path.dirname(os.path.dirname(HERE)))
 from mlcl.data.shapes import ensure_shapes  # noqa: E402
 from mlcl.data.shapes.procedural import render_array, training_group  # noqa: E402
 from mlcl.eval.evaluate import evaluate  # noqa: E402

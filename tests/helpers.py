@@ -1,6 +1,7 @@
-"""Helpers for the serving tests (test_executor_*, test_indexer_*, test_flow_*, test_export).
+"""Plain helpers the tests import by name (`from helpers import png_bytes`): images, a small model, a Flow.
 
-Not a conftest: imported explicitly, so it adds nothing to other test modules.
+The test session's environment (jina quiet, Flows started from a fork server) is
+set by conftest.py when pytest starts, not here: importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -16,20 +17,6 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
-
-os.environ.setdefault("JINA_OPTOUT_TELEMETRY", "1")
-os.environ.setdefault("JINA_HIDE_SURVEY", "1")
-os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")  # keep pytest output readable
-# Flows started from the test process must not fork it: this process runs torch
-# (building the test model, in-process encoder tests), and a forked child that uses
-# torch's OpenMP pool after that can hang at start-up. A fork server is a clean
-# process (it never runs torch) that forks the executors; preloading the heavy
-# imports there keeps Flow start-up fast. Read by jina when it is first imported.
-os.environ.setdefault("JINA_MP_START_METHOD", "forkserver")
-if os.environ["JINA_MP_START_METHOD"] == "forkserver":
-    import multiprocessing
-
-    multiprocessing.set_forkserver_preload(["mlcl_executor.jina_register"])
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKBONE = "mlcl-micro"  # 32 px, D = 32: fast on 2 cores
@@ -52,6 +39,23 @@ def tiny_checkpoint() -> Path:
             atexit.register(shutil.rmtree, folder, True)
             _checkpoint = save_checkpoint(build_model(BACKBONE).eval(), folder / "micro.pt")
         return _checkpoint
+
+
+def count_model_calls(encoder: Any) -> Dict[str, list]:
+    """Wrap the encoder's model so that each call records its batch: {"image": [n, ...], "query": [(images, texts), ...]}."""
+    calls: Dict[str, list] = {"image": [], "query": []}
+    image_fn, query_fn = encoder.model.encode_image, encoder.model.encode_query
+
+    def spy_image(images: Any) -> Any:
+        calls["image"].append(images.shape[0])
+        return image_fn(images)
+
+    def spy_query(images: Any = None, texts: Any = None) -> Any:
+        calls["query"].append((None if images is None else images.shape[0], None if texts is None else len(texts)))
+        return query_fn(images=images, texts=texts)
+
+    encoder.model.encode_image, encoder.model.encode_query = spy_image, spy_query
+    return calls
 
 
 def default_checkpoint_or_tiny() -> Path:
@@ -97,7 +101,7 @@ def running_flow(
     indexer_with: Optional[Dict[str, Any]] = None,
 ) -> Iterator[Dict[str, Any]]:
     """Start a Flow from a YAML (real executor processes) on free ports; yields its ports."""
-    from mlcl_executor.serving import build_flow, free_port
+    from mlcl_cli.flows import build_flow, free_port
 
     grpc, http = free_port(), free_port()
     flow = build_flow(
