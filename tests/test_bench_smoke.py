@@ -80,7 +80,7 @@ def test_real_workload_quick_runs_every_stage(tmp_path, capsys):
 @pytest.mark.timeout(300)
 def test_draft_decoding_quick_measures_photos_and_checks_shapes_pngs(tmp_path, capsys):
     from bench import draft_decoding
-    from conftest_serving import shapes_test_split
+    from helpers import shapes_test_split
 
     ds = shapes_test_split(n=50)
     draft_decoding.main(["--quick", "--out-dir", str(tmp_path), "--shapes", str(ds.root), "--split", "test"])

@@ -13,7 +13,7 @@ import pytest
 from docarray import DocList
 from PIL import Image
 
-from conftest_serving import png_bytes, run_endpoint, tiny_checkpoint
+from helpers import png_bytes, run_endpoint, tiny_checkpoint
 from mlcl.bulk_encode import EncodeOptions, encode_folder
 from mlcl.gallery_files import gallery_items
 from mlcl.model_id import checkpoint_id
@@ -46,6 +46,7 @@ def options(**kw) -> EncodeOptions:
     return EncodeOptions(checkpoint=tiny_checkpoint(), device="cpu", batch_size=3, workers=kw.pop("workers", 0), **kw)
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_vectors_and_ids_are_those_of_the_served_encoder(gallery, tmp_path):
     from mlcl_executor.encoder import MLCLEncoder
     from mlcl_executor.schemas import GalleryDoc
@@ -83,6 +84,7 @@ def test_a_second_run_skips_what_is_done_and_adds_only_new_files(gallery, tmp_pa
     assert first.encoded == 7
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_a_stopped_run_keeps_whole_parts_and_the_next_run_finishes(gallery, tmp_path):
     out = tmp_path / "vecs"
     batches = []
@@ -132,6 +134,7 @@ def test_a_damaged_part_is_named(gallery, tmp_path):
         VectorDir.open(out).load()
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_cli_encode_one_line_errors_and_summary(gallery, tmp_path, capsys):
     from mlcl_cli.cli import main
 

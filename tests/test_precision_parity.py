@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest_serving import default_checkpoint_or_tiny, shapes_test_split
+from helpers import default_checkpoint_or_tiny, shapes_test_split
 from mlcl.eval.precision_parity import precision_parity
 from mlcl.model import load_checkpoint
 from mlcl.model.inference import Inference, prepare_for_inference
