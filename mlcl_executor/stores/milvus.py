@@ -32,14 +32,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from ..filters import Filter
 from ..params import param_int
 from .base import Batch, Hits, Match, VectorStore
+from .milvus_filter import LITE, SERVER, Dialect, milvus_filter
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +181,7 @@ class MilvusStore(VectorStore):
         self.consistency_level: str = str(opts["consistency_level"])
         self.timeout = float(opts["timeout"])
         self.write_batch = max(1, int(opts["write_batch"]))
+        self._dialect: Optional[Dialect] = None
         if self.local and self.index_type not in LITE_INDEX_TYPES:
             raise ValueError(
                 f"backend milvus: index_type {self.index_type!r} needs a Milvus server; Milvus Lite "
@@ -263,24 +267,44 @@ class MilvusStore(VectorStore):
                 out[key] = value
         return out
 
-    def search(self, queries: np.ndarray, limit: int, **params: Any) -> Hits:
+    def search(self, queries: np.ndarray, limit: int, where: Optional[Filter] = None, **params: Any) -> Hits:
         """As `VectorStore.search`, without its count() (a round trip): Milvus returns what it holds."""
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be a matrix of width {self.dim}, got shape {queries.shape}")
         if limit <= 0 or len(queries) == 0:
             return [[] for _ in range(len(queries))]
-        return self._search(queries, int(limit), **self.check_params(params))
+        return self._search(queries, int(limit), where=where, **self.check_params(params))
 
-    def _search(self, queries: np.ndarray, limit: int, **params: Any) -> Hits:
+    def dialect(self) -> Dialect:
+        """What the target accepts in a filter expression: a server answers its version (2.5 and later take
+        templates and `not`); Milvus Lite does not implement that call."""
+        if self._dialect is None:
+            quiet = logging.getLogger("pymilvus")
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)  # pymilvus logs Milvus Lite's "unimplemented" as an error
+            try:
+                version = str(self.client.get_server_version(timeout=self.timeout))
+            except Exception:
+                version = ""
+            finally:
+                quiet.setLevel(level)
+            numbers = [int(x) for x in re.findall(r"\d+", version)[:2]]
+            self._dialect = SERVER if len(numbers) == 2 and tuple(numbers) >= (2, 5) else LITE
+        return self._dialect
+
+    def _search(self, queries: np.ndarray, limit: int, where: Optional[Filter] = None, **params: Any) -> Hits:
+        expr, values = milvus_filter(where, self.dialect()) if where is not None else ("", {})
         result = self.client.search(
             self.collection,
             data=queries.tolist(),
+            filter=expr,
             limit=limit,
             output_fields=["uri", "tags"],
             search_params={"metric_type": "COSINE", "params": {**self.search_params, **params}},
             consistency_level=self.consistency_level,
             timeout=self.timeout,
+            **({"filter_params": values} if values else {}),
         )
         out: Hits = []
         for hits in result:
