@@ -8,8 +8,11 @@ Images are read here and sent as bytes, so the server needs no access to
 the files. Ids: a document's id is its path relative to the folder given,
 with its extension (`mlcl index gallery/` indexes `gallery/shirts/a.png` as
 `shirts/a.png`); a file named on its own gets its file name (`a.png`). Its
-tags hold the absolute path (`tags.path`), which `mlcl search` uses to leave
-the reference image itself out of the results. Indexing an id again replaces it.
+tags hold the absolute path (`tags.path`: stored, not shown in answers unless
+the indexer has `expose_paths`) and the SHA-256 of the file (`tags.sha256`),
+by which `mlcl search` leaves the reference image itself out of the results.
+Indexing an id again replaces it. With `$MLCL_WRITE_TOKEN` set, requests carry
+the write token (a Flow that has one refuses writes without it).
 
 `--vectors FILE.npy --ids FILE.txt` sends precomputed gallery vectors (an
 (n, dim) float matrix and n ids, one per line; see
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlcl_executor.schemas import GalleryDoc, StatsDoc
-    from mlcl_cli.client import batched
+    from mlcl_cli.client import batched, file_digest, refusal
 
     try:
         items = collect(args.paths, recursive=not args.no_recursive)
@@ -85,19 +88,32 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(total=len(items), unit="img", desc="indexing", disable=args.no_progress) as bar:
             for chunk in batched(items, max(1, args.batch_size or 64)):
                 docs = DocList[GalleryDoc](
-                    GalleryDoc(id=doc_id, image=path.read_bytes(), tags={"path": str(path)}) for doc_id, path in chunk
+                    GalleryDoc(id=doc_id, image=path.read_bytes(), tags={"path": str(path), "sha256": file_digest(path)})
+                    for doc_id, path in chunk
                 )
                 answer = client.post("/index", docs, return_type=DocList[GalleryDoc])
                 errors += [d.error for d in answer if d.error]
                 bar.update(len(chunk))
         count = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
-    except ConnectionError as exc:
-        print(f"mlcl index: lost the Flow at {args.host}:{args.port} ({str(exc).splitlines()[0][:160]})", file=sys.stderr)
+    except Exception as exc:
+        if refusal(exc) is None and not isinstance(exc, ConnectionError):
+            raise
+        print(f"mlcl index: {refused_or_lost(exc, args)}", file=sys.stderr)
         return 1
     for error in errors:
         print(f"mlcl index: {error}", file=sys.stderr)
     print(f"indexed {len(items) - len(errors)} of {len(items)} images; the index holds {count}")
     return 1 if errors else 0
+
+
+def refused_or_lost(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line: the Flow's reason for refusing (e.g. no write token), or that the connection was lost."""
+    from mlcl_cli.client import refusal
+
+    reason = refusal(exc)
+    if reason is not None:
+        return f"the Flow refused the request: {reason}"
+    return f"lost the Flow at {args.host}:{args.port} ({str(exc).splitlines()[0][:160]})"
 
 
 def _connect(args: argparse.Namespace):  # noqa: ANN202 - a jina Client, or None
@@ -121,6 +137,7 @@ def run_vectors(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlcl.paths import DEFAULT_CHECKPOINT
+    from mlcl_cli.client import refusal
     from mlcl_executor.schemas import GalleryDoc, StatsDoc, VectorsDoc
     from mlcl_executor.vectors import checkpoint_id, load_vector_files
 
@@ -155,8 +172,10 @@ def run_vectors(args: argparse.Namespace) -> int:
                     break  # e.g. the wrong model: no point in sending the rest
         elapsed = time.perf_counter() - start
         count = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
-    except ConnectionError as exc:
-        print(f"mlcl index: lost the Flow at {args.host}:{args.port} ({str(exc).splitlines()[0][:160]})", file=sys.stderr)
+    except Exception as exc:
+        if refusal(exc) is None and not isinstance(exc, ConnectionError):
+            raise
+        print(f"mlcl index: {refused_or_lost(exc, args)}", file=sys.stderr)
         return 1
     for error in errors[:20]:
         print(f"mlcl index: {error}", file=sys.stderr)

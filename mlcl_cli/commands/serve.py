@@ -1,8 +1,9 @@
 """`mlcl serve`: start the encoder + indexer Flow (gRPC and HTTP gateways).
 
-    mlcl serve                                   # flows/flow.yml, ports 54321 (gRPC) / 54322 (HTTP)
+    mlcl serve                                   # flows/flow.yml, ports 54321 (gRPC) / 54322 (HTTP), this machine only
     mlcl serve --flow flows/flow.sharded.yml --grpc-port 6000 --http-port 6001
     mlcl serve --backend hnsw --workspace /data/mlcl-index --image-root /data/images
+    MLCL_WRITE_TOKEN=... mlcl serve --host 0.0.0.0   # reachable from other machines; writes need the token
 
 Equivalent to `jina flow --uses flows/flow.yml` plus overrides, with checks
 first (checkpoint, workspace, ports, a Milvus server or docker daemon the Flow needs: one line each,
@@ -50,6 +51,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_flow_arguments(parser)
     parser.add_argument("--workspace", type=Path, default=Path("workspace"),
                         help="where the index is kept (default: ./workspace)")
+    parser.add_argument("--host", help="the gateway's address: 127.0.0.1 (this machine only), 0.0.0.0 (every "
+                        "interface) or one of this machine's addresses (default: the Flow YAML's, 127.0.0.1)")
     parser.add_argument("--image-root", action="append", metavar="DIR",
                         help="allow clients to name image files under DIR (repeatable; default: no paths)")
     parser.add_argument("--allow-urls", action="store_true", help="let the encoder fetch http(s) image URLs")
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"mlcl serve: {exc}", file=sys.stderr)
         return 2
-    kwargs = dict(flow_file=flow_file, grpc_port=args.grpc_port, http_port=args.http_port,
+    kwargs = dict(flow_file=flow_file, grpc_port=args.grpc_port, http_port=args.http_port, host=args.host,
                   workspace=args.workspace, quiet_errors=not args.verbose, **flow_overrides(args))
     try:
         config = flow_config(**kwargs)
@@ -98,11 +101,32 @@ def run(args: argparse.Namespace) -> int:
     grpc, http = ports.get("grpc"), ports.get("http")
     print(f"mlcl serve: starting {Path(flow_file).name}: model {checkpoint.name} (model id {checkpoint_id(checkpoint)}), "
           f"index in {Path(args.workspace).resolve()}", flush=True)
+    writes_guarded, _ = launcher.write_token_problem(config)
     with launcher.supervised(flow, "mlcl serve", show_jina_banner=args.verbose) as stop:
-        print(f"mlcl serve: ready in {time.monotonic() - started:.1f} s: gRPC grpc://127.0.0.1:{grpc}  "
-              f"HTTP http://127.0.0.1:{http}  (search page: http://127.0.0.1:{http}/ui/  "
-              f"API docs: http://127.0.0.1:{http}/docs); Ctrl-C stops", flush=True)
+        print(f"mlcl serve: ready in {time.monotonic() - started:.1f} s: {ready_line(ports, writes_guarded)}; "
+              "Ctrl-C stops", flush=True)
         stop.wait()
         print("mlcl serve: stopping", flush=True)
     print("mlcl serve: stopped", flush=True)
     return 0
+
+
+def ready_line(ports: dict, writes_guarded: bool) -> str:
+    """What is served where, as bound (not as configured), and who may write."""
+    from mlcl_cli import launcher
+
+    bound = launcher.listening(list(ports.values()))
+    grpc, http = ports.get("grpc"), ports.get("http")
+    addresses = sorted({a for port in ports.values() for a in bound.get(port, [])})
+    # a URL that opens here: the bound address, or this machine's when bound to every interface
+    host = next((a for a in addresses if a not in ("0.0.0.0", "::")), "127.0.0.1")
+    host = f"[{host}]" if ":" in host else host
+    parts = []
+    if grpc:
+        parts.append(f"gRPC grpc://{host}:{grpc}")
+    if http:
+        parts.append(f"HTTP http://{host}:{http}  (search page: http://{host}:{http}/ui/  API docs: http://{host}:{http}/docs)")
+    where = ", ".join(f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for p in ports.values() for a in bound.get(p, []))
+    writes = ("writes need the write token" if writes_guarded else
+              "writes (/index, /update, /delete, /clear) are open to anyone who reaches these ports: set MLCL_WRITE_TOKEN")
+    return f"{'  '.join(parts)}; bound to {where or '?'} ({launcher.reach(addresses)}); {writes}"
