@@ -148,7 +148,7 @@ def service_problems(config: Dict[str, Any]) -> List[str]:
             url = urllib.parse.urlsplit(str(uri))
             if not answers(url.hostname or "localhost", url.port or 19530):
                 problems.append(f"no Milvus server answers at {uri} (the {executor.get('name', 'indexer')}'s milvus.uri; "
-                                f"${URI_ENV} replaces it)")
+                                f"set ${URI_ENV} to your server, or milvus.uri: null and mlcl serve starts Milvus Lite)")
     return problems
 
 

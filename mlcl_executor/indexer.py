@@ -118,11 +118,11 @@ class MLCLIndexer(Executor):
                     "MLCLIndexer: backend milvus keeps one collection for the whole index; run the indexer with "
                     f"replicas, not shards (got shards: {self.shards})"
                 )
-            from .stores.milvus import milvus_options, stored_dim
+            from .stores.milvus import inspect_target
 
-            milvus_options(self.store_options["milvus"])  # unknown keys fail now, not at the first /index
-            if dim is None:
-                dim = stored_dim(self.workdir, self.store_options["milvus"])
+            # unknown keys, an index the target cannot build: refused now (before the Flow is ready), not at the first /index
+            stored = inspect_target(self.workdir, self.store_options["milvus"])
+            dim = stored if dim is None else dim
         meta = self._read_meta()
         if meta:
             if meta["backend"] != backend:

@@ -367,7 +367,7 @@ def test_every_operator_on_milvus_lite_matches_the_reference_and_an_injection_st
     store = create_store("milvus", D, tmp_path, milvus={"uri": str(tmp_path / "m.db")})
     try:
         store.upsert(stored(vectors, tags))
-        assert store.dialect() == LITE
+        assert store.lite and store.dialect == LITE
         check_store(store, gallery_data, FILTERS)
         hits = store.search(qs[:1], N, where=parse_filter({"category": {"$eq": INJECTION}}))
         assert [m.id for m, _ in hits[0]] == ["g7"]  # only the document whose tag is that very string

@@ -15,6 +15,7 @@ SIGTERM (every child process ends). jina is imported inside `run`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -86,11 +87,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"mlcl serve: {exc}", file=sys.stderr)
         return 2
     checkpoint = Path(args.checkpoint).expanduser().resolve() if args.checkpoint else DEFAULT_CHECKPOINT
+    from mlcl_cli.milvus_server import LiteServer, lite_file_to_serve, lite_problems
+
+    lite_file = lite_file_to_serve(config, Path(args.workspace))
     problems = launcher.preflight(checkpoint, Path(args.workspace).resolve(), args.backend, ports, config)
+    problems += lite_problems(config, lite_file) if lite_file else []
     if problems:
         for problem in problems:
             print(f"mlcl serve: {problem}", file=sys.stderr)
         return 2
+    lite = LiteServer(lite_file) if lite_file else None
+    try:
+        if lite is not None:
+            from mlcl_executor.stores.milvus import URI_ENV
+
+            try:
+                os.environ[URI_ENV] = lite.start()  # the Flow's processes, forked from this one, share it
+            except RuntimeError as exc:
+                print(f"mlcl serve: {exc}", file=sys.stderr)
+                return 1
+            print(f"mlcl serve: Milvus Lite serves {lite_file} at {lite.uri} (this machine only) for the indexer "
+                  "replicas; MLCL_MILVUS_URI names a Milvus server instead", flush=True)
+        return _serve(args, started, flow_file, kwargs, config, ports, checkpoint)
+    finally:
+        if lite is not None:
+            lite.stop()
+
+
+def _serve(args: argparse.Namespace, started: float, flow_file: Path, kwargs: dict, config: dict, ports: dict,
+           checkpoint: Path) -> int:
+    from mlcl_cli import launcher
 
     from mlcl_cli.flows import build_flow
     from mlcl_executor import jina_patches
@@ -98,7 +124,6 @@ def run(args: argparse.Namespace) -> int:
 
     jina_patches.apply()  # before any process starts: the Flow's processes are forked from this one
     flow = build_flow(**kwargs)
-    grpc, http = ports.get("grpc"), ports.get("http")
     print(f"mlcl serve: starting {Path(flow_file).name}: model {checkpoint.name} (model id {checkpoint_id(checkpoint)}), "
           f"index in {Path(args.workspace).resolve()}", flush=True)
     writes_guarded, _ = launcher.write_token_problem(config)
