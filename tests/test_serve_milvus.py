@@ -67,7 +67,7 @@ def flow_variant(tmp_path: Path, **milvus) -> Path:
     for executor in config["executors"]:
         executor["uses"] = str((REPO / "flows" / executor["uses"]).resolve())
     path = tmp_path / "flow.milvus.yml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 

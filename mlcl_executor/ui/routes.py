@@ -20,6 +20,9 @@ from typing import Any, Dict, Mapping, Optional
 
 import yaml
 
+from ..errors import RequestError
+from ..filters import parse_filter
+
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 SETTINGS_FILE = HERE / "settings.yml"
@@ -63,6 +66,15 @@ def ui_settings(overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]
                          f"is above max_limit ({settings['max_limit']})")
     settings["title"], settings["examples_text"] = str(settings["title"]), str(settings["examples_text"])
     settings["levels"] = bool(settings["levels"])
+    facet, values = settings["facet"], settings["facet_values"]
+    if facet is not None:
+        try:
+            parse_filter({str(facet): {"$exists": True}})  # the one check of a tag name
+        except RequestError as exc:
+            raise ValueError(f"MLCL gateway: ui_settings.facet: {exc}") from None
+        settings["facet"] = str(facet)
+    if not isinstance(values, list) or not all(isinstance(v, (str, int, float, bool)) for v in values):
+        raise ValueError(f"MLCL gateway: ui_settings.facet_values must be a list of strings or numbers, got {values!r}")
     return settings
 
 
