@@ -279,37 +279,42 @@ def kind_of(value: Any) -> int:
     return NONE
 
 
+#: A tag value's kind by its exact type (JSON decodes to these; numpy scalars come from Python callers).
+_KINDS: Dict[type, int] = {str: STRING, int: NUMBER, float: NUMBER, bool: BOOLEAN, np.bool_: BOOLEAN,
+                           **{t: NUMBER for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                                                  np.uint32, np.uint64, np.float16, np.float32, np.float64)}}
+
+
 class Column:
-    """One tag of every stored document, as arrays: its kind, number, string code and rank, boolean."""
+    """One tag of every stored document, as arrays: its kind, number, string code (= rank among the sorted
+    strings) and boolean. Built with list comprehensions and NumPy (no Python call per document)."""
 
     def __init__(self, tags: Sequence[Optional[Mapping[str, Any]]], path: Path) -> None:
         n = len(tags)
-        self.kind = np.zeros(n, dtype=np.int8)
+        if len(path) == 1:
+            key = path[0]
+            values = [t.get(key) if t else None for t in tags]
+        else:
+            values = [tag_value(t, path) if t else None for t in tags]
+        kinds = [_KINDS.get(type(v), NONE) for v in values]
+        self.kind = np.asarray(kinds, dtype=np.int8) if n else np.zeros(0, dtype=np.int8)
+        scalars = np.empty(n, dtype=object)
+        scalars[:] = [v if k else None for v, k in zip(values, kinds)]  # no list or dict left to broadcast
         self.number = np.full(n, np.nan)
         self.boolean = np.zeros(n, dtype=bool)
-        code = np.full(n, -1, dtype=np.int64)
-        codes: Dict[str, int] = {}
-        for i, t in enumerate(tags):
-            if not t:
-                continue
-            value = tag_value(t, path)
-            kind = kind_of(value)
-            if kind == NONE:
-                continue
-            self.kind[i] = kind
-            if kind == NUMBER:
-                self.number[i] = value
-            elif kind == STRING:
-                code[i] = codes.setdefault(value, len(codes))
-            else:
-                self.boolean[i] = bool(value)
-        self.codes = codes
-        self.strings = sorted(codes)  # rank -> string
-        rank_of_code = np.empty(len(codes), dtype=np.int64)
-        for rank, s in enumerate(self.strings):
-            rank_of_code[codes[s]] = rank
-        self.code = code
-        self.rank = np.where(code >= 0, rank_of_code[np.maximum(code, 0)] if len(codes) else -1, -1)
+        self.code = np.full(n, -1, dtype=np.int64)
+        numbers, strings, booleans = self.kind == NUMBER, self.kind == STRING, self.kind == BOOLEAN
+        if numbers.any():
+            self.number[numbers] = scalars[numbers].astype(np.float64)
+        if booleans.any():
+            self.boolean[booleans] = scalars[booleans].astype(bool)
+        self.strings: List[str] = []
+        if strings.any():
+            unique, inverse = np.unique(scalars[strings].astype(str), return_inverse=True)  # sorted: code = rank
+            self.strings = unique.tolist()
+            self.code[strings] = inverse
+        self.codes = {s: i for i, s in enumerate(self.strings)}
+        self.rank = self.code
 
     def equals(self, value: Scalar) -> np.ndarray:
         if isinstance(value, bool):
