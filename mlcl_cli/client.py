@@ -1,10 +1,14 @@
 """Talk to a running Flow: gRPC and HTTP clients, the curl a shell user would type, the files to send.
 
-Used by `mlcl index`, `mlcl search`, `mlcl demo`, the tests and the benchmarks.
+Used by `mlcl index`, `mlcl search`, `mlcl demo`, the tests and the benchmarks. Every request carries
+the write token when `$MLCL_WRITE_TOKEN` is set (`auth_metadata`, `auth_headers`: what a Flow with a
+token requires of writes, mlcl_executor/write_token.py); `refusal(exc)` is the Flow's one-line reason
+when it refused a request (a client's mistake, a write without the token).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -18,15 +22,79 @@ from mlcl.gallery_files import IMAGE_SUFFIXES, image_files  # noqa: F401  (one d
 from .flows import DEFAULT_GRPC_PORT, quiet_jina
 
 
+#: Where client commands read the write token (the same variable a Flow's gateway reads it from).
+TOKEN_ENV = "MLCL_WRITE_TOKEN"
+
+
 class NoFlowError(ConnectionError):
     """No Flow answers at the address a client command was given."""
 
 
-def grpc_client(host: str = "localhost", port: int = DEFAULT_GRPC_PORT) -> "Client":  # noqa: F821
+def auth_metadata() -> tuple:
+    """gRPC metadata with the write token from `$MLCL_WRITE_TOKEN` (empty when unset)."""
+    token = (os.environ.get(TOKEN_ENV) or "").strip()
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def auth_headers() -> Dict[str, str]:
+    """HTTP headers with the write token from `$MLCL_WRITE_TOKEN` (empty when unset)."""
+    return {key.title(): value for key, value in auth_metadata()}
+
+
+def refusal(exc: BaseException) -> Optional[str]:
+    """The Flow's reason when `exc` is a refusal (an Executor's client error, a missing token), else None."""
+    import grpc
+    from jina.excepts import BadServer
+
+    if isinstance(exc, BadServer):
+        header = exc.args[0] if exc.args else None
+        status = getattr(header, "status", None)
+        if status is not None and status.exception.args:
+            return str(status.exception.args[0]).splitlines()[0]
+        return str(exc).splitlines()[0] if str(exc) else "the Flow refused the request"
+    code = getattr(exc, "code", None)
+    if callable(code):
+        try:
+            if code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                return str(exc.details()).splitlines()[0]  # type: ignore[attr-defined]
+        except Exception:
+            return None
+    cause = exc.__cause__ or exc.__context__
+    return refusal(cause) if cause is not None and cause is not exc else None
+
+
+class FlowClient:
+    """A jina gRPC client whose `post` sends the write token (when `$MLCL_WRITE_TOKEN` is set); jina's own
+    exceptions pass through (`refusal(exc)` reads the Flow's reason from them)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def post(self, on: str, inputs: Any = None, **kwargs: Any) -> Any:
+        metadata = auth_metadata()
+        if metadata and "metadata" not in kwargs:
+            kwargs["metadata"] = metadata
+        return self._client.post(on, inputs, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def grpc_client(host: str = "localhost", port: int = DEFAULT_GRPC_PORT) -> FlowClient:
     quiet_jina()
     from jina import Client
 
-    return Client(host=host, port=int(port), protocol="grpc")
+    return FlowClient(Client(host=host, port=int(port), protocol="grpc"))
+
+
+def file_digest(path: "str | os.PathLike") -> str:
+    """The SHA-256 of a file's bytes (hex): `mlcl index` keeps it in `tags.sha256`, `mlcl search` finds the
+    reference image by it (a server path is not shown in answers)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_flow(host: str = "localhost", port: int = DEFAULT_GRPC_PORT, timeout: float = 3.0) -> None:
@@ -47,7 +115,8 @@ def http_post(base_url: str, endpoint: str, payload: Dict[str, Any], timeout: fl
     """
     url = base_url.rstrip("/") + "/" + endpoint.lstrip("/")
     request = urllib.request.Request(
-        url, data=json.dumps(payload).encode("utf-8"), headers={"Content-Type": "application/json"}, method="POST"
+        url, data=json.dumps(payload).encode("utf-8"), headers={"Content-Type": "application/json", **auth_headers()},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -87,6 +156,6 @@ def batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 
 __all__ = [
-    "IMAGE_SUFFIXES", "NoFlowError", "batched", "check_flow", "curl_command", "grpc_client", "http_error", "http_post",
-    "image_files",
+    "IMAGE_SUFFIXES", "TOKEN_ENV", "FlowClient", "NoFlowError", "auth_headers", "auth_metadata", "batched",
+    "check_flow", "curl_command", "file_digest", "grpc_client", "http_error", "http_post", "image_files", "refusal",
 ]

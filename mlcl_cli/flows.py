@@ -50,6 +50,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: Where the Executors of a Flow on one machine listen: only the gateway is meant to be reached from elsewhere.
+EXECUTOR_HOST = "127.0.0.1"
+
+
 def flow_config(
     flow_file: "str | os.PathLike | None" = None,
     grpc_port: Optional[int] = None,
@@ -58,10 +62,14 @@ def flow_config(
     encoder_with: Optional[Dict[str, Any]] = None,
     indexer_with: Optional[Dict[str, Any]] = None,
     quiet_errors: bool = False,
+    host: Optional[str] = None,
+    gateway_with: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The Flow YAML (default: flows/flow.yml) as a dict with overrides applied (and relative `uses` made absolute).
 
-    `quiet_errors`: Executors log an error as one line, without its traceback.
+    `quiet_errors`: Executors log an error as one line, without its traceback. `host`: the gateway's address
+    (default: the YAML's); `gateway_with`: `uses_with` of an `MLCLGateway` (e.g. `write_token_file`). Executors that run here (not in a container, not external) listen on `EXECUTOR_HOST`
+    unless the YAML names a host: a client that reached an Executor's port would bypass the gateway.
     """
     import yaml
 
@@ -77,7 +85,13 @@ def flow_config(
         if port is not None and proto in protocols:
             ports[protocols.index(proto)] = int(port)
     with_["port"] = ports
+    if host is not None:
+        with_["host"] = host
     gateway = config.get("gateway")
+    if gateway_with:
+        if not isinstance(gateway, dict):
+            raise ValueError(f"{path} has no gateway section to give {sorted(gateway_with)} to (its gateway is jina's own)")
+        gateway["uses_with"] = {**(gateway.get("uses_with") or {}), **gateway_with}
     if isinstance(gateway, dict) and gateway.get("py_modules"):
         # jina resolves py_modules against the YAML's folder only when it reads the file itself
         # (entries that are module names, such as mlcl_executor.jina_register, are imported by name)
@@ -100,6 +114,8 @@ def flow_config(
             executor["uses_with"] = {**(executor.get("uses_with") or {}), **extra}
         if quiet_errors:
             executor["quiet_error"] = True
+        if not uses.startswith(("docker://", "jinaai://", "jinahub")) and not executor.get("external"):
+            executor.setdefault("host", EXECUTOR_HOST)
         if workspace is not None and "workspace" in executor:
             executor["workspace"] = str(Path(workspace).resolve())
     return config
@@ -119,6 +135,6 @@ def flow_ports(config: Dict[str, Any]) -> Dict[str, int]:
 
 
 __all__ = [
-    "DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "build_flow", "default_flow", "flow_config", "flow_ports", "free_port",
+    "DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "EXECUTOR_HOST", "build_flow", "default_flow", "flow_config", "flow_ports", "free_port",
     "quiet_jina", "resolve_flow",
 ]

@@ -55,6 +55,40 @@ def quiet() -> None:
 
 
 # ----------------------------------------------------------------- preflight
+def listening(ports: List[int]) -> Dict[int, List[str]]:
+    """The addresses that listen on each of `ports` on this machine ("127.0.0.1", "0.0.0.0", "::"), as bound."""
+    import psutil
+
+    found: Dict[int, List[str]] = {int(p): [] for p in ports}
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port in found:
+                ip = conn.laddr.ip[len("::ffff:"):] if conn.laddr.ip.startswith("::ffff:") else conn.laddr.ip
+                if ip not in found[conn.laddr.port]:
+                    found[conn.laddr.port].append(ip)
+    return found
+
+
+def reach(addresses: List[str]) -> str:
+    """Who can reach a port bound to `addresses`: this machine only, or the network."""
+    if not addresses:
+        return "not listening"
+    local = all(a.startswith("127.") or a == "::1" for a in addresses)
+    return "this machine only" if local else "every interface: other machines too"
+
+
+def write_token_problem(config: Dict[str, Any]) -> "tuple[bool, Optional[str]]":
+    """(whether the Flow's gateway will require a write token, the one-line reason it cannot start, or None)."""
+    from mlcl_executor.write_token import TokenError, configured_token
+
+    gateway = config.get("gateway") if isinstance(config.get("gateway"), dict) else {}
+    token_file = (gateway.get("uses_with") or {}).get("write_token_file")
+    try:
+        return configured_token(token_file) is not None, None
+    except TokenError as exc:
+        return False, str(exc)
+
+
 def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -114,7 +148,7 @@ def service_problems(config: Dict[str, Any]) -> List[str]:
             url = urllib.parse.urlsplit(str(uri))
             if not answers(url.hostname or "localhost", url.port or 19530):
                 problems.append(f"no Milvus server answers at {uri} (the {executor.get('name', 'indexer')}'s milvus.uri; "
-                                f"${URI_ENV} replaces it)")
+                                f"set ${URI_ENV} to your server, or milvus.uri: null and mlcl serve starts Milvus Lite)")
     return problems
 
 
@@ -127,6 +161,8 @@ def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str
         if why:
             problems.append(why)
     problems += check_workspace(workspace, backend)
+    if config:
+        problems += [p for p in [write_token_problem(config)[1]] if p]
     for protocol, port in ports.items():
         if port_in_use(port):
             problems.append(f"{protocol} port {port} is in use (another `mlcl serve`? choose one with --{protocol}-port)")
@@ -269,6 +305,6 @@ def _stop_within(flow: Any, prog: str, flow_procs: "FlowProcesses") -> None:
 
 
 __all__ = [
-    "FlowProcesses", "FlowStartError", "answers", "check_workspace", "descendants", "kill_processes", "port_in_use",
-    "preflight", "quiet", "service_problems", "supervised",
+    "FlowProcesses", "FlowStartError", "answers", "check_workspace", "descendants", "kill_processes", "listening",
+    "port_in_use", "preflight", "quiet", "reach", "service_problems", "supervised", "write_token_problem",
 ]

@@ -1,52 +1,117 @@
-"""MLCLGateway: jina's gRPC + HTTP gateway, with a client's mistake answered as HTTP 400 and the search page.
+"""MLCLGateway: jina's gRPC + HTTP gateway, with a client's mistake answered as HTTP 400, the search page,
+the write token, and CORS only for the origins the Flow names.
 
 Named in the Flow YAMLs (`gateway: uses: MLCLGateway`, `py_modules:
 mlcl_executor.jina_register`, which imports this module under its package
 name, so the class pickles to processes that jina spawns). Everything else is
-jina's own gateway, unchanged: the same endpoints, schemas, CORS and `/docs`;
-plus the search page at /ui/ (mlcl_executor/ui/, docs/ui.md). What this needs
-of jina's internals is in `jina_patches/gateway.py`. This module imports
-neither torch nor the model (the gateway process should not pay for them).
+jina's own gateway: the same endpoints and schemas; plus the search page at
+/ui/ (mlcl_executor/ui/, docs/ui.md) and an API reference at /docs that loads
+nothing from elsewhere (jina's Swagger page loads its code from a CDN). What
+this needs of jina's internals is in `jina_patches/gateway.py` and
+`jina_patches/grpc_guard.py`. This module imports neither torch nor the model
+(the gateway process should not pay for them).
 """
 
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from jina.serve.runtimes.gateway.http import HTTPGateway
 
 from .jina_patches.gateway import CompositeWithHTTP, install_client_errors
-from .ui.routes import add_ui_routes
+from .jina_patches.grpc_guard import guarded_grpc_server
+from .ui.routes import add_api_docs, add_favicon, add_ui_routes
 from .ui.routes import ui_settings as check_ui_settings
+from .write_token import AUTHORIZATION, OPEN_ENDPOINTS, WriteGuard, configured_token
+
+TITLE = "mlcl"
+DESCRIPTION = ("Composed image retrieval (a reference image plus a text modifier) with MLCL. Each endpoint is "
+               "POST /<endpoint> with {\"data\": [...], \"parameters\": {...}}; see docs/serving.md.")
+#: What a browser may send cross-origin, when origins are configured (never credentials).
+CORS_METHODS = ["GET", "POST"]
+CORS_HEADERS = ["Content-Type", "Authorization"]
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class MLCLHTTPGateway(HTTPGateway):
-    """jina's HTTP gateway with client errors as 400, and the search page under /ui (mlcl_executor/ui/)."""
+    """jina's HTTP gateway with client errors as 400, the write token, configured CORS, /docs offline, the page."""
 
-    def __init__(self, ui_settings: Optional[dict] = None, **kwargs: Any) -> None:
+    def __init__(self, ui_settings: Optional[dict] = None, guard: Optional[WriteGuard] = None,
+                 cors_origins: Optional[List[str]] = None, **kwargs: Any) -> None:
+        # jina's own `cors: true` allows every origin *with credentials* (a reflected origin): never let it add that
+        # middleware; a Flow's `cors: true` means any origin, without credentials.
+        if kwargs.get("cors") and cors_origins is None:
+            cors_origins = ["*"]
+        kwargs["cors"] = False
+        kwargs["title"] = kwargs.get("title") or TITLE
+        kwargs["description"] = kwargs.get("description") or DESCRIPTION
         super().__init__(**kwargs)
         self.ui_settings = ui_settings  # None: no page
+        self.guard = guard or WriteGuard(None)
+        self.cors_origins = list(cors_origins or [])
 
     @property
     def app(self) -> Any:  # jina builds a new FastAPI app on each access
         app = super().app
         install_client_errors(app)
+        add_api_docs(app)
+        add_favicon(app)
         if self.ui_settings is not None:
             add_ui_routes(app, self.ui_settings)
+        if self.guard.enabled:
+            install_write_guard(app, self.guard)
+        if self.cors_origins:
+            from fastapi.middleware.cors import CORSMiddleware
+
+            app.add_middleware(CORSMiddleware, allow_origins=self.cors_origins, allow_credentials=False,
+                               allow_methods=CORS_METHODS, allow_headers=CORS_HEADERS)
         return app
 
 
+def install_write_guard(app: Any, guard: WriteGuard) -> None:
+    """Answer a request that is not a read, to an endpoint that is not open, without the token with 401."""
+    from fastapi.responses import JSONResponse
+
+    @app.middleware("http")
+    async def write_guard(request: Any, call_next: Any) -> Any:
+        if (request.method not in READ_METHODS and guard.needs_token(request.url.path)
+                and not guard.allows(request.headers.get(AUTHORIZATION))):
+            return JSONResponse(status_code=401, content={"detail": guard.refusal(request.url.path)},
+                                headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+
 class MLCLGateway(CompositeWithHTTP):
-    """jina's composite gateway (one server per protocol) with `MLCLHTTPGateway` for HTTP.
+    """jina's composite gateway (one server per protocol) with `MLCLHTTPGateway` for HTTP and the write token
+    checked on gRPC too.
 
     `uses_with`: `ui` (serve the search page, default true), `ui_settings`
-    (overrides of mlcl_executor/ui/settings.yml).
+    (overrides of mlcl_executor/ui/settings.yml), `write_token_file` (a file
+    whose first line is the write token; `$MLCL_WRITE_TOKEN` wins when set;
+    neither: writes are open), `open_endpoints` (what needs no token, default
+    /search, /count, /encode), `cors_origins` (origins a browser page may call
+    the API from, e.g. [https://shop.example]; default none).
     """
 
-    def __init__(self, ui: bool = True, ui_settings: Optional[dict] = None, **kwargs: Any) -> None:
-        self._ui_settings = check_ui_settings(ui_settings) if ui else None  # read by http_server() in super().__init__
+    def __init__(self, ui: bool = True, ui_settings: Optional[dict] = None, write_token_file: Optional[str] = None,
+                 open_endpoints: Optional[List[str]] = None, cors_origins: Optional[List[str]] = None,
+                 **kwargs: Any) -> None:
+        # read by http_server() / grpc_server() in super().__init__
+        self._ui_settings = check_ui_settings(ui_settings) if ui else None
+        self._guard = WriteGuard(configured_token(write_token_file), open_endpoints or OPEN_ENDPOINTS)
+        if cors_origins is not None and not (isinstance(cors_origins, list) and all(isinstance(o, str) for o in cors_origins)):
+            raise ValueError(f"MLCL gateway: cors_origins must be a list of origins, got {cors_origins!r}")
+        self._cors_origins = cors_origins
         super().__init__(**kwargs)
+        others = sorted(set(self.protocol_names) - {"grpc", "http"})
+        if self._guard.enabled and others:
+            raise ValueError(f"MLCL gateway: the write token guards gRPC and HTTP only; remove {', '.join(others)} "
+                             "from the Flow's protocols")
 
     def http_server(self, **server_kwargs: Any) -> MLCLHTTPGateway:
-        return MLCLHTTPGateway(ui_settings=self._ui_settings, **server_kwargs)
+        return MLCLHTTPGateway(ui_settings=self._ui_settings, guard=self._guard, cors_origins=self._cors_origins,
+                               **server_kwargs)
+
+    def grpc_server(self, **server_kwargs: Any) -> Any:
+        return guarded_grpc_server(self._guard, **server_kwargs) if self._guard.enabled else None
 
 
-__all__ = ["MLCLGateway", "MLCLHTTPGateway"]
+__all__ = ["MLCLGateway", "MLCLHTTPGateway", "install_write_guard"]

@@ -271,7 +271,15 @@ def image_uri(value: Any) -> str | None:
     return None
 
 
+def is_server_path(uri: Any) -> bool:
+    """Whether a stored `uri` is a file path (of the server's file system), not an http(s) URL."""
+    if not isinstance(uri, str) or not uri:
+        return False
+    scheme = _SCHEME.match(uri)
+    return not scheme or bool(_DRIVE.match(uri)) or scheme.group(1).lower() == "file"
+
+
 __all__: Sequence[str] = [
     "ALLOWED_FORMATS", "FULL_SIZE", "ImagePolicy", "ImageSourceError", "Uses", "decode_bytes", "describe", "file_to_data_uri",
-    "from_array", "image_uri", "load_image", "to_data_uri",
+    "from_array", "image_uri", "is_server_path", "load_image", "to_data_uri",
 ]

@@ -10,9 +10,9 @@ Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
 - `/delete` delete by id (unknown ids get `error`);
 - `/clear`  delete everything; `/count` one `StatsDoc`;
 - `/search` fill `matches` and `scores` (cosine similarity, best first) for every
-  query with an `embedding`; parameters (`params.py`) `limit`,
-  `exclude_reference`, `thumbnails`, `levels` and the store's own search
-  options (`ef` of the `hnsw` store).
+  query with an `embedding`; parameters (`params.py`) `limit`, `offset`,
+  `filter` (`filters.py`), `exclude_reference`, `thumbnails`, `levels` and the
+  store's own search options (`ef` of the `hnsw` store).
 
 Write requests are all-or-nothing: a vector of the wrong width (or not finite)
 rejects the whole request with an error naming the documents, before anything
@@ -21,7 +21,14 @@ is stored. Search problems are per query (`error`), like the encoder's.
 Sharding: with `shards: N` every endpoint is polled to ALL shards and each
 shard keeps only the ids it owns (a stable hash of the id), so an upsert of an
 existing id lands on the shard that holds it. `MLCLMerger` (`merger.py`, the
-shards' `uses_after`) merges the per-shard top-k into the global top-k and sums counts.
+shards' `uses_after`) merges the per-shard top-k into the global top-k and sums
+counts: a shard of several answers its first `offset + limit` matches and the
+merger cuts the page (`topk.py`).
+
+Answers carry no server path unless `expose_paths: true`: a match's `uri` that
+is a local path (an image sent as a path under the encoder's `image_roots`) and
+its `tags.path` (where `mlcl index` read the file) are stored, and filters may
+not read them, but they are left out of matches.
 """
 
 # No `from __future__ import annotations`: Jina reads the endpoint annotations at class creation.
@@ -37,7 +44,8 @@ from docarray import DocList
 from jina import Executor, requests
 
 from .errors import RequestError, doc_name
-from .image_source import image_uri
+from .filters import Filter, parse_filter
+from .image_source import image_uri, is_server_path
 from .jina_patches import passthrough
 from .levels import drop_level_vectors
 from .params import param_bool, param_int
@@ -48,6 +56,7 @@ from .topk import candidates, reference_to_skip, top_k
 from .vectors import vector_problem
 
 META_FILE = "mlcl-index.json"
+PATH_TAG = "path"  # where `mlcl index` read a gallery file (a server path: not shown unless expose_paths)
 
 
 def shard_of(doc_id: str, shards: int) -> int:
@@ -60,8 +69,9 @@ class MLCLIndexer(Executor):
 
     `with:` parameters: `backend` (`memory`, exact, the default; `hnsw`; or
     `milvus`), `dim` (vector width; None: learnt from the first `/index` and
-    kept in the workspace), `default_limit`, `max_limit`, `hnsw` (options: ef,
-    M, ef_construction, max_elements, num_threads), `persistence` (fsync,
+    kept in the workspace), `default_limit`, `max_limit`, `max_offset`,
+    `expose_paths` (default false: answers leave out server paths), `hnsw` (options: ef,
+    M, ef_construction, max_elements, num_threads, exact_below), `persistence` (fsync,
     compact_ratio, compact_min_bytes: see `stores/logged.py`), `milvus` (uri,
     token, db_name, collection, index_type, index_params, search_params,
     consistency_level: see `stores/milvus.py`). The memory and hnsw indexes
@@ -80,6 +90,8 @@ class MLCLIndexer(Executor):
         dim: Optional[int] = None,
         default_limit: int = 10,
         max_limit: int = 1000,
+        max_offset: int = 10000,
+        expose_paths: bool = False,
         hnsw: Optional[Dict[str, Any]] = None,
         persistence: Optional[Dict[str, Any]] = None,
         milvus: Optional[Dict[str, Any]] = None,
@@ -91,6 +103,8 @@ class MLCLIndexer(Executor):
         self.backend = backend
         self.default_limit = int(default_limit)
         self.max_limit = int(max_limit)
+        self.max_offset = int(max_offset)
+        self.expose_paths = bool(expose_paths)
         self.store_options = {"hnsw": dict(hnsw or {}), "milvus": dict(milvus or {})}  # each backend's own section
         self.persistence = dict(persistence or {})
         self.shard_id = int(getattr(self.runtime_args, "shard_id", 0) or 0)
@@ -104,11 +118,11 @@ class MLCLIndexer(Executor):
                     "MLCLIndexer: backend milvus keeps one collection for the whole index; run the indexer with "
                     f"replicas, not shards (got shards: {self.shards})"
                 )
-            from .stores.milvus import milvus_options, stored_dim
+            from .stores.milvus import inspect_target
 
-            milvus_options(self.store_options["milvus"])  # unknown keys fail now, not at the first /index
-            if dim is None:
-                dim = stored_dim(self.workdir, self.store_options["milvus"])
+            # unknown keys, an index the target cannot build: refused now (before the Flow is ready), not at the first /index
+            stored = inspect_target(self.workdir, self.store_options["milvus"])
+            dim = stored if dim is None else dim
         meta = self._read_meta()
         if meta:
             if meta["backend"] != backend:
@@ -214,6 +228,7 @@ class MLCLIndexer(Executor):
     def index(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
         """Upsert by id. The last of several documents with one id wins."""
         with self._store_lock:
+            self._shared_store()
             keep = self._check_vectors(docs, "/index")
             rows = {docs[i].id: self._row(docs[i]) for i in keep if self._owns(docs[i].id)}
             if rows and self.store is not None:
@@ -224,6 +239,7 @@ class MLCLIndexer(Executor):
     def index_vectors(self, docs: DocList[VectorsDoc], **kwargs: Any) -> DocList[VectorsDoc]:
         """Upsert blocks of vectors (ids + matrix); all-or-nothing like /index. Answers carry `count`, not vectors."""
         with self._store_lock:
+            self._shared_store()
             blocks = []
             for i, doc in enumerate(docs):
                 doc.count = 0
@@ -255,6 +271,7 @@ class MLCLIndexer(Executor):
     def update(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
         """Replace stored documents; an id that is not stored gets `error` (use /index to add)."""
         with self._store_lock:
+            self._shared_store()
             keep = self._check_vectors(docs, "/update")
             rows = {}
             for i in keep:
@@ -273,6 +290,7 @@ class MLCLIndexer(Executor):
     def delete(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
         """Delete by id; only ids matter (images are ignored). Unknown ids get `error`."""
         with self._store_lock:
+            self._shared_store()
             found: List[str] = []
             for i, doc in enumerate(docs):
                 doc.error = None
@@ -292,12 +310,26 @@ class MLCLIndexer(Executor):
     def clear(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
         """Delete every stored document (the vector width stays fixed)."""
         with self._store_lock:
+            self._shared_store()
             if self.store is not None:
                 self.store.clear()
         return self._slim(docs)
 
+    def _shared_store(self) -> None:
+        """With `milvus`, open the collection when another process (a replica) created it since this one started:
+        every replica then answers the same `/count` and `/search`."""
+        if self.store is None and self.backend == "milvus":
+            from .stores.milvus import stored_dim
+
+            dim = stored_dim(self.workdir, self.store_options["milvus"])
+            if dim is not None:
+                self.dim = int(dim)
+                self._open_store(self.dim)
+
     @requests(on="/count")
     def count(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[StatsDoc]:
+        with self._store_lock:
+            self._shared_store()
         n = self.store.count() if self.store is not None else 0
         return DocList[StatsDoc]([StatsDoc(id="count", count=n, shards={str(self.shard_id): n}, dim=self.dim)])
 
@@ -306,7 +338,9 @@ class MLCLIndexer(Executor):
         """Fill `matches` and `scores` (cosine similarity, best first) of each query with an embedding.
 
         parameters: `limit` (default `default_limit`, at most `max_limit`),
-        `exclude_reference` (default true: leave out the gallery document named
+        `offset` (default 0, at most `max_offset`: the matches ranked from
+        `offset` on, a page), `filter` (only gallery documents whose tags pass
+        it, `filters.py`), `exclude_reference` (default true: leave out the gallery document named
         by the query's `reference_id`), `thumbnails` (default false: matches
         carry `tags.thumbnail`, see thumbnails.py), `levels` (default false:
         each composed query's per-level answers in `levels`, see levels.py), and the
@@ -314,9 +348,13 @@ class MLCLIndexer(Executor):
         default from its config).
         """
         limit = param_int(parameters, "limit", self.default_limit, low=1, high=self.max_limit)
+        offset = param_int(parameters, "offset", 0, low=0, high=self.max_offset)
+        where = self._filter(parameters)
         exclude = param_bool(parameters, "exclude_reference", True)
         thumbnails = param_bool(parameters, "thumbnails", False)
         levels = param_bool(parameters, "levels", False)
+        with self._store_lock:
+            self._shared_store()
         options = self.store.check_params(parameters or {}) if self.store is not None else {}
         # What to search: each query's vector, and each of its levels' when asked for; one store call for all.
         targets: List[Any] = []
@@ -344,21 +382,39 @@ class MLCLIndexer(Executor):
                     skips.append(skip)
         if targets and self.store is not None:
             with self._store_lock:
-                hits = self.store.search(np.stack(vectors), candidates(limit, exclude), **options)
+                hits = self.store.search(np.stack(vectors), candidates(limit, exclude, offset), where=where, **options)
+            # One shard cuts the page; a shard of several answers up to its end and the merger cuts it (topk.py).
+            page = (limit, offset) if self.shards == 1 else (offset + limit, 0)
             for target, row_hits, skip in zip(targets, hits, skips):
-                self._answer(target, row_hits, limit, skip, thumbnails)
+                self._answer(target, row_hits, *page, skip, thumbnails)
         for doc in docs:
             doc.embedding = None
         drop_level_vectors(docs)
         return docs
 
-    @staticmethod
-    def _answer(target: Any, hits: Sequence[Tuple[Match, float]], limit: int, skip: Optional[str], thumbnails: bool) -> None:
+    def _filter(self, parameters: Optional[Dict[str, Any]]) -> Optional[Filter]:
+        """The request's `filter`; one that reads a server path is refused unless paths are exposed."""
+        where = parse_filter((parameters or {}).get("filter"))
+        if where is not None and not self.expose_paths and PATH_TAG in where.keys():
+            raise RequestError(f"parameter 'filter': tag {PATH_TAG!r} holds server paths, which this index does not "
+                               "expose (expose_paths: false)")
+        return where
+
+    def _answer(self, target: Any, hits: Sequence[Tuple[Match, float]], limit: int, offset: int,
+                skip: Optional[str], thumbnails: bool) -> None:
         """A query's (or one of its levels') `matches` and `scores` from the store's hits."""
         cls = MatchDoc if isinstance(target, QueryDoc) else LevelMatchDoc
-        kept = top_k([hits], limit, skip)
-        target.matches = DocList[cls]([cls(id=m.id, uri=m.uri, tags=match_tags(m.tags, thumbnails), score=s) for m, s in kept])
+        kept = top_k([hits], limit, skip, offset)
+        target.matches = DocList[cls]([cls(id=m.id, score=s, **self._visible(m, thumbnails)) for m, s in kept])
         target.scores = [s for _, s in kept]
+
+    def _visible(self, match: Match, thumbnails: bool) -> Dict[str, Any]:
+        """A stored document's `uri` and `tags` as a match shows them: no server path unless `expose_paths`."""
+        tags = match_tags(match.tags, thumbnails)
+        if self.expose_paths:
+            return {"uri": match.uri, "tags": tags}
+        tags.pop(PATH_TAG, None)
+        return {"uri": None if is_server_path(match.uri) else match.uri, "tags": tags}
 
     @requests(on="/encode")
     @passthrough

@@ -15,9 +15,9 @@ from .topk import reference_to_skip, top_k
 class MLCLMerger(Executor):
     """`uses_after` of a sharded MLCLIndexer: merges the answers of all shards.
 
-    `/search`: the global top-`limit` from the per-shard top-`limit` lists
-    (exact: each shard's list holds every candidate that could be in the
-    global top-`limit`). `/count`: the sum. Write endpoints: docarray's reduce
+    `/search`: the global page (`offset`, `limit`) from the per-shard lists of
+    their first `offset + limit` (exact: each shard's list holds every
+    candidate that could be on the global page). `/count`: the sum. Write endpoints: docarray's reduce
     (per-document fields merged, e.g. the `error` set by the owning shard).
     Set `default_limit` to the indexer's.
     """
@@ -38,21 +38,22 @@ class MLCLMerger(Executor):
         if not shards:
             return DocList[QueryDoc]()
         limit = param_int(parameters, "limit", self.default_limit, low=1)  # the shards checked its upper bound
+        offset = param_int(parameters, "offset", 0, low=0)
         exclude = param_bool(parameters, "exclude_reference", True)
         out = shards[0]
         by_id = [{d.id: d for d in other} for other in shards[1:]]
         for doc in out:
             answers = [doc, *(table[doc.id] for table in by_id if doc.id in table)]
             skip = reference_to_skip(doc.reference_id, exclude)
-            kept = top_k([zip(a.matches, a.scores) for a in answers], limit, skip)
+            kept = top_k([zip(a.matches, a.scores) for a in answers], limit, skip, offset)
             doc.matches, doc.scores = DocList[MatchDoc]([m for m, _ in kept]), [s for _, s in kept]
             doc.error = "; ".join(dict.fromkeys(a.error for a in answers if a.error)) or None
             if doc.levels:
-                doc.levels = self._merge_levels(answers, limit, skip)
+                doc.levels = self._merge_levels(answers, limit, skip, offset)
         return out
 
     @staticmethod
-    def _merge_levels(answers: List[QueryDoc], limit: int, skip: Optional[str]) -> DocList[LevelDoc]:
+    def _merge_levels(answers: List[QueryDoc], limit: int, skip: Optional[str], offset: int) -> DocList[LevelDoc]:
         """Each fusion level's global top-`limit` from the shards' level answers (as the fused answer)."""
         pools: Dict[str, List[LevelDoc]] = {}  # level name -> that level's answer from each shard, in level order
         for answer in answers:
@@ -60,7 +61,7 @@ class MLCLMerger(Executor):
                 pools.setdefault(level.level, []).append(level)
         merged = []
         for name, levels in pools.items():
-            kept = top_k([zip(level.matches, level.scores) for level in levels], limit, skip)
+            kept = top_k([zip(level.matches, level.scores) for level in levels], limit, skip, offset)
             merged.append(LevelDoc(level=name, matches=DocList[LevelMatchDoc]([m for m, _ in kept]), scores=[s for _, s in kept]))
         return DocList[LevelDoc](merged)
 

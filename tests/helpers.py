@@ -99,6 +99,7 @@ def running_flow(
     workspace: str | os.PathLike,
     encoder_with: Optional[Dict[str, Any]] = None,
     indexer_with: Optional[Dict[str, Any]] = None,
+    gateway_with: Optional[Dict[str, Any]] = None,
 ) -> Iterator[Dict[str, Any]]:
     """Start a Flow from a YAML (real executor processes) on free ports; yields its ports."""
     from mlcl_cli.flows import build_flow, free_port
@@ -107,6 +108,7 @@ def running_flow(
     flow = build_flow(
         flow_file=flow_file, grpc_port=grpc, http_port=http, workspace=workspace,
         encoder_with={"device": "cpu", "torch_threads": 1, **(encoder_with or {})}, indexer_with=indexer_with,
+        gateway_with=gateway_with,
     )
     with flow:
         yield {"grpc": grpc, "http": http, "http_url": f"http://127.0.0.1:{http}", "flow": flow}

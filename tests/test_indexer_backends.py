@@ -65,7 +65,7 @@ def test_store_scores_are_cosine_similarity(tmp_path, data, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_index_search_update_delete_and_restart(tmp_path, data, backend):
     vectors, qs = data
-    idx = make_indexer(tmp_path, backend)
+    idx = make_indexer(tmp_path, backend, expose_paths=True)  # (default: no server path in answers, test_filters.py)
     out = idx.index(docs=gallery(vectors[:40]))
     assert all(d.error is None and d.embedding is None for d in out)  # answers are slim
     assert idx.count(docs=DocList[GalleryDoc]())[0].count == 40

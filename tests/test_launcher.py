@@ -27,7 +27,8 @@ def test_a_milvus_server_that_does_not_answer_is_one_line(monkeypatch):
         config = {"executors": [{"name": "indexer", "uses_with": {"backend": "milvus", "milvus": {"uri": f"http://127.0.0.1:{port}"}}}]}
         assert service_problems(config) == []
     assert service_problems(config) == [f"no Milvus server answers at http://127.0.0.1:{port} (the indexer's milvus.uri; "
-                                        "$MLCL_MILVUS_URI replaces it)"]
+                                        "set $MLCL_MILVUS_URI to your server, or milvus.uri: null and mlcl serve starts "
+                                        "Milvus Lite)"]
     lite = {"executors": [{"name": "indexer", "uses_with": {"backend": "milvus", "milvus": {"uri": "gallery.db"}}}]}
     assert service_problems(lite) == []  # Milvus Lite: a file, started by the indexer itself
 

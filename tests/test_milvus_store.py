@@ -171,7 +171,7 @@ def test_indexer_on_milvus_keeps_no_state_and_learns_the_width_from_the_database
     vectors, qs = data
     db = tmp_path / "db" / "gallery.db"  # outside the workspace: the indexer's workspace stays empty
     options = {"uri": str(db), "collection": "gallery", "index_type": "FLAT"}
-    ix = make_indexer(tmp_path / "ws", milvus=options)
+    ix = make_indexer(tmp_path / "ws", milvus=options, expose_paths=True)
     assert ix.dim is None and ix.store is None  # nothing stored yet, nowhere
     docs = DocList[GalleryDoc]([GalleryDoc(id=f"g{i}", embedding=v, image=f"/imgs/g{i}.png", tags={"n": i})
                                 for i, v in enumerate(vectors)])

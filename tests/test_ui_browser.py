@@ -67,6 +67,7 @@ def start_browser(profile: str):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,1000"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, to check it holds no error
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
 
 
@@ -118,6 +119,19 @@ def search_and_wait(driver) -> list[str]:
     return cards(driver, "#results .card")
 
 
+def flow_with_facet(tmp: Path) -> Path:
+    """flows/flow.yml whose page offers the facet `category` (its uses made absolute, written to `tmp`)."""
+    import yaml
+
+    config = yaml.safe_load((REPO_ROOT / "flows" / "flow.yml").read_text())
+    config["gateway"]["uses_with"] = {"ui_settings": {"facet": "category"}}
+    for executor in config["executors"]:
+        executor["uses"] = str((REPO_ROOT / "flows" / executor["uses"]).resolve())
+    path = tmp / "flow.facet.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def serve(tmp: Path) -> tuple[subprocess.Popen, str, int, Path]:
     """`mlcl serve` on free ports; (process, the search page URL from its ready line, gRPC port, log)."""
     from mlcl_cli.flows import free_port
@@ -127,7 +141,7 @@ def serve(tmp: Path) -> tuple[subprocess.Popen, str, int, Path]:
     env = subprocess_env()
     env.pop("JINA_LOG_LEVEL", None)  # as a user runs it (the test harness quiets jina its own way)
     proc = subprocess.Popen([sys.executable, "-m", "mlcl_cli", "serve", "--grpc-port", str(grpc), "--http-port", str(http),
-                             "--workspace", str(tmp / "workspace"), "--device", "cpu"],
+                             "--workspace", str(tmp / "workspace"), "--device", "cpu", "--flow", str(flow_with_facet(tmp))],
                             cwd=tmp, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     started = time.monotonic()
     while time.monotonic() - started < START_TIMEOUT:
@@ -169,6 +183,10 @@ def test_search_page_in_chromium(tmp_path, browser):
     ref_file.write_bytes(ds.image_path(query["reference"]).read_bytes())
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"this is not the rest of a PNG file" * 20)
+    tiff = tmp_path / "reference.tif"  # a browser does not show TIFF; the Flow reads it
+    from PIL import Image
+
+    Image.open(ref_file).save(tiff, format="TIFF")
     svg = tmp_path / "drawing.svg"  # a browser shows it; the encoder's policy (raster formats only) refuses it
     svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64" fill="red"/></svg>')
 
@@ -176,7 +194,9 @@ def test_search_page_in_chromium(tmp_path, browser):
     try:
         t_flow = time.monotonic()
         client = grpc_client(port=grpc)
-        docs = DocList[GalleryDoc](GalleryDoc(id=n, image=ds.image_path(n).read_bytes()) for n in ds.gallery)
+        category = {n: ("odd" if i % 2 else "even") for i, n in enumerate(ds.gallery)}  # a tag for the page's facet
+        docs = DocList[GalleryDoc](GalleryDoc(id=n, image=ds.image_path(n).read_bytes(), tags={"category": category[n]})
+                                   for n in ds.gallery)
         assert not [d.error for d in client.post("/index", docs, return_type=DocList[GalleryDoc]) if d.error]
         base = page_url[: -len("/ui/")]
 
@@ -186,16 +206,24 @@ def test_search_page_in_chromium(tmp_path, browser):
             html = page.read().decode()
         assert "default-src 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
         assert "http://" not in html and "https://" not in html
-        # ... beside the gateway's usual API: /docs, and CORS for other origins' clients.
+        # ... beside the gateway's usual API: /docs (from the Flow itself, no CDN); no CORS grant to other origins.
         with urllib.request.urlopen(base + "/docs") as docs_page:
-            assert docs_page.status == 200
+            assert docs_page.status == 200 and "cdn" not in docs_page.read().decode().lower()
         request = urllib.request.Request(base + "/count", data=b'{"data": []}', method="POST",
                                          headers={"Content-Type": "application/json", "Origin": "http://elsewhere.example"})
         with urllib.request.urlopen(request) as answer:
-            assert answer.headers["access-control-allow-origin"] in ("*", "http://elsewhere.example")
+            assert "access-control-allow-origin" not in {k.lower() for k in answer.headers.keys()}
+
+        # The API reference (/docs, the page's "API" link) renders offline, from the Flow's /openapi.json.
+        browser.get(base + "/docs")
+        wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", "docs")
+        endpoints = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".endpoint h2")]
+        assert "POST /search" in endpoints and "POST /index" in endpoints and browser.title == "mlcl API"
 
         browser.get(page_url)
         wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", "ready")
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors  # e.g. no /favicon.ico 404
         assert browser.find_element(By.ID, "status").text == f"{len(ds.gallery)} gallery images"
         examples = cards(browser, "#examples .card")
         assert len(examples) == 12 and set(examples) <= set(ds.gallery)
@@ -263,11 +291,41 @@ def test_search_page_in_chromium(tmp_path, browser):
         assert '<b id="x">red</b>' in browser.find_element(By.CSS_SELECTOR, "#history li.current").text
         assert not browser.find_elements(By.ID, "x")
 
-        # 6. a corrupt upload: a message in place, the reference is kept.
+        # 6. the facet (settings.facet: category): a chip narrows the results to one value, as the API's filter does;
+        # "More results" adds the next page of the same query and filter.
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#facet-values button[data-value=\'"odd"\']'), "facet chips")
+        done = searches(browser)
+        browser.find_element(By.CSS_SELECTOR, '#facet-values button[data-value=\'"odd"\']').click()
+        wait_for(browser, lambda d: searches(d) > done, "search narrowed by the facet")
+        narrowed = cards(browser, "#results .card")
+        query_doc = {"image": file_to_data_uri(ref_file), "text": 'make the <b id="x">red</b> circle blue'}
+        only_odd = {"category": {"$eq": "odd"}}
+        api = http_post(base, "/search", {"data": [query_doc], "parameters": {"limit": 10, "filter": only_odd}})["data"][0]
+        api_ids = [m["id"] for m in api["matches"]]
+        assert narrowed == api_ids[:5] and narrowed and all(category[i] == "odd" for i in narrowed)
+        done = searches(browser)
+        browser.find_element(By.ID, "more-button").click()
+        wait_for(browser, lambda d: searches(d) > done, "more results")
+        assert cards(browser, "#results .card") == api_ids[:10]
+        ranks = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .card .rank")]
+        assert ranks == [f"#{r}" for r in range(1, 11)]
+        done = searches(browser)
+        browser.find_element(By.CSS_SELECTOR, '#facet-values button[data-value=""]').click()  # "all" again
+        wait_for(browser, lambda d: searches(d) > done, "search without the facet")
+        assert any(category[i] == "even" for i in cards(browser, "#results .card"))
+
+        # 6b. a TIFF reference: no preview in the browser, the Flow reads it.
+        browser.find_element(By.ID, "file-input").send_keys(str(tiff))
+        wait_for(browser, lambda d: d.find_element(By.ID, "reference-label").text == "reference.tif", "tiff reference")
+        assert browser.find_element(By.ID, "reference-no-preview").is_displayed()
+        from_tiff = search_and_wait(browser)
+        assert not message(browser) and len(from_tiff) == 5, message(browser)
+
+        # 6c. a corrupt upload: a message in place, the reference is kept.
         browser.find_element(By.ID, "file-input").send_keys(str(corrupt))
         wait_for(browser, message, "corrupt upload message")
-        assert "corrupt.png could not be read as an image" in message(browser)
-        assert browser.find_element(By.ID, "reference-label").text == "reference.png"
+        assert "corrupt.png could not be read as an image" in message(browser) and "TIFF" in message(browser)
+        assert browser.find_element(By.ID, "reference-label").text == "reference.tif"
 
         # 7. an image the browser reads but the encoder's policy refuses: the Flow's reason, in place.
         browser.find_element(By.ID, "file-input").send_keys(str(svg))

@@ -9,8 +9,11 @@ Images are read here and sent as bytes, so the server needs no access to
 the files. Ids: a document's id is its path relative to the folder given,
 with its extension (`mlcl index gallery/` indexes `gallery/shirts/a.png` as
 `shirts/a.png`); a file named on its own gets its file name (`a.png`). Its
-tags hold the absolute path (`tags.path`), which `mlcl search` uses to leave
-the reference image itself out of the results. Indexing an id again replaces it.
+tags hold the absolute path (`tags.path`: stored, not shown in answers unless
+the indexer has `expose_paths`) and the SHA-256 of the file (`tags.sha256`),
+by which `mlcl search` leaves the reference image itself out of the results.
+Indexing an id again replaces it. With `$MLCL_WRITE_TOKEN` set, requests carry
+the write token (a Flow that has one refuses writes without it).
 
 `--vectors DIR` sends the vector folder `mlcl encode` wrote (its ids are the
 ids `mlcl index FOLDER` gives, its model id is in the folder);
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlcl_executor.schemas import GalleryDoc, StatsDoc
+    from mlcl_cli.client import refusal
 
     try:
         items = collect(args.paths, recursive=not args.no_recursive)
@@ -95,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
             post_in_groups(client, items, size, answered)
         elapsed = time.perf_counter() - start
         count = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
-    except ConnectionError as exc:
-        print(f"mlcl index: lost the Flow at {args.host}:{args.port} ({str(exc).splitlines()[0][:160]})", file=sys.stderr)
+    except Exception as exc:
+        if refusal(exc) is None and not isinstance(exc, ConnectionError):
+            raise
+        print(f"mlcl index: {refused_or_lost(exc, args)}", file=sys.stderr)
         return 1
     for error in errors:
         print(f"mlcl index: {error}", file=sys.stderr)
@@ -116,6 +122,7 @@ def post_in_groups(client, items: list[tuple[str, Path]], size: int, on_answer) 
     """
     from docarray import DocList
 
+    from mlcl_cli.client import file_digest
     from mlcl_executor.schemas import GalleryDoc
 
     def done(response) -> None:  # noqa: ANN001 - a jina Response; its answer is not kept (thumbnails)
@@ -123,10 +130,20 @@ def post_in_groups(client, items: list[tuple[str, Path]], size: int, on_answer) 
 
     group = size * REQUESTS_IN_FLIGHT
     for lo in range(0, len(items), group):
-        docs = (GalleryDoc(id=doc_id, image=path.read_bytes(), tags={"path": str(path)})
+        docs = (GalleryDoc(id=doc_id, image=path.read_bytes(), tags={"path": str(path), "sha256": file_digest(path)})
                 for doc_id, path in items[lo : lo + group])
         client.post("/index", docs, request_size=size, prefetch=REQUESTS_IN_FLIGHT, on_done=done,
                     return_type=DocList[GalleryDoc])
+
+
+def refused_or_lost(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line: the Flow's reason for refusing (e.g. no write token), or that the connection was lost."""
+    from mlcl_cli.client import refusal
+
+    reason = refusal(exc)
+    if reason is not None:
+        return f"the Flow refused the request: {reason}"
+    return f"lost the Flow at {args.host}:{args.port} ({str(exc).splitlines()[0][:160]})"
 
 
 def _connect(args: argparse.Namespace):  # noqa: ANN202 - a jina Client, or None
@@ -175,6 +192,7 @@ def run_vectors(args: argparse.Namespace) -> int:
     from docarray import DocList
     from tqdm import tqdm
 
+    from mlcl_cli.client import refusal
     from mlcl_executor.schemas import GalleryDoc, StatsDoc, VectorsDoc
 
     size = max(1, args.batch_size or 4096)
@@ -206,8 +224,10 @@ def run_vectors(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a damaged part of a vector folder, found while reading it
         print(f"mlcl index: {exc}", file=sys.stderr)
         return 2
-    except ConnectionError as exc:
-        print(f"mlcl index: lost the Flow at {args.host}:{args.port} ({str(exc).splitlines()[0][:160]})", file=sys.stderr)
+    except Exception as exc:
+        if refusal(exc) is None and not isinstance(exc, ConnectionError):
+            raise
+        print(f"mlcl index: {refused_or_lost(exc, args)}", file=sys.stderr)
         return 1
     for error in errors[:20]:
         print(f"mlcl index: {error}", file=sys.stderr)

@@ -3,7 +3,8 @@
 - jina's `CompositeGateway` builds one server per protocol from keyword
   arguments it computes itself (`_server_kwargs`); a gateway that wants its own
   HTTP server (the search page, the 400s) replaces that one server with
-  `http_server(**those kwargs)`: `CompositeWithHTTP`.
+  `http_server(**those kwargs)`, and its gRPC server with `grpc_server(**those
+  kwargs)` when that returns one (the write token, `grpc_guard.py`): `CompositeWithHTTP`.
 - jina's HTTP gateway answers every Executor error with HTTP 500 whose `detail`
   is the error status's description, which jina writes as `repr(exc)`. An error
   that is the client's (`RequestError`) becomes 400 with its one-line reason:
@@ -72,6 +73,10 @@ class CompositeWithHTTP(CompositeGateway):
     def http_server(self, **server_kwargs: Any) -> Any:
         raise NotImplementedError
 
+    def grpc_server(self, **server_kwargs: Any) -> Any:
+        """The gRPC server to use instead of jina's, or None to keep jina's."""
+        return None
+
     def __init__(self, **kwargs: Any) -> None:
         require(PATCH, NEEDS, stop=True)
         super().__init__(**kwargs)
@@ -79,7 +84,14 @@ class CompositeWithHTTP(CompositeGateway):
             protocol = str(server_kwargs["runtime_args"]["protocol"]).lower().rsplit(".", 1)[-1]
             if protocol == "http":
                 self.servers[i] = self.http_server(**server_kwargs)
+            elif protocol == "grpc":
+                self.servers[i] = self.grpc_server(**server_kwargs) or self.servers[i]
         self.gateways = self.servers
+
+    @property
+    def protocol_names(self) -> list:
+        """The protocols this gateway serves, as lower-case names (grpc, http, websocket)."""
+        return [str(kw["runtime_args"]["protocol"]).lower().rsplit(".", 1)[-1] for kw in self._server_kwargs]
 
 
 __all__ = ["CompositeWithHTTP", "NEEDS", "client_error_reason", "install_client_errors"]

@@ -11,10 +11,12 @@ one) implements `VectorStore`:
   raises ValueError before anything is written.
 - `delete(ids)`: remove the ids that are stored (others are ignored).
 - `exists(id)`, `count()`, `clear()`.
-- `search(queries, limit, **params)`: `queries` is a (n, dim) matrix; the
-  answer is one list per query row of `(match, score)` pairs, best first,
-  at most `limit` long, where `match` is a `Match` (id, uri, tags) and
+- `search(queries, limit, where=None, **params)`: `queries` is a (n, dim)
+  matrix; the answer is one list per query row of `(match, score)` pairs, best
+  first, at most `limit` long, where `match` is a `Match` (id, uri, tags) and
   `score` the cosine similarity (higher is better; equal scores in id order).
+  `where` (a `filters.Filter`) keeps only the documents whose tags pass it: the
+  answer is the best `limit` of those (the meaning is `filters.py`'s).
   `params` are the store's own search options (`SEARCH_PARAMS`, e.g. `ef` of
   `hnsw`), validated by `check_params` (ValueError names the bad one).
 - `close()`: release resources; writes were durable already.
@@ -43,6 +45,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
+from ..filters import Filter
 from ..vectors import bad_rows
 
 PERSISTENCE_KEYS = ("fsync", "compact_ratio", "compact_min_bytes")
@@ -147,20 +150,29 @@ class VectorStore(ABC):
         return {}
 
     @abstractmethod
-    def _search(self, queries: np.ndarray, limit: int, **params: Any) -> Hits:
+    def _search(self, queries: np.ndarray, limit: int, where: Optional[Filter] = None, **params: Any) -> Hits:
         """`search` with 1 <= limit <= count() and a (n, dim) float32 matrix."""
 
-    def search(self, queries: np.ndarray, limit: int, **params: Any) -> Hits:
+    def search(self, queries: np.ndarray, limit: int, where: Optional[Filter] = None, **params: Any) -> Hits:
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be a matrix of width {self.dim}, got shape {queries.shape}")
         n = self.count()
         if n == 0 or limit <= 0 or len(queries) == 0:
             return [[] for _ in range(len(queries))]
-        return self._search(queries, min(int(limit), n), **self.check_params(params))
+        return self._search(queries, min(int(limit), n), where=where, **self.check_params(params))
 
     def close(self) -> None:
         """Release resources (writes are already durable)."""
+
+
+def top_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row of `scores` (b, n), the columns of its `k` highest scores, unordered (`ranked_hits` orders them)."""
+    n = scores.shape[1]
+    if k < n:
+        # argpartition on the scores as they are (no negated copy of a (b, n) matrix)
+        return np.argpartition(scores, n - k, axis=1)[:, n - k :]
+    return np.broadcast_to(np.arange(n), scores.shape)
 
 
 def ranked_hits(keys: np.ndarray, scores: np.ndarray, id_of: Callable[[int], str], meta: Callable[[int], tuple]) -> Hits:
@@ -183,4 +195,4 @@ def ranked_hits(keys: np.ndarray, scores: np.ndarray, id_of: Callable[[int], str
     return out
 
 
-__all__ = ["Batch", "Hits", "Match", "PERSISTENCE_KEYS", "VectorStore", "normalized", "ranked_hits"]
+__all__ = ["Batch", "Hits", "Match", "PERSISTENCE_KEYS", "VectorStore", "normalized", "ranked_hits", "top_columns"]

@@ -21,7 +21,9 @@ docarray-based store (`hnsw/`) is converted on open (`docarray_legacy.py`).
 Options (`hnsw:` in flows/indexer.yml): `ef` (default search breadth; a
 request may set its own with the `ef` parameter), `M`, `ef_construction`,
 `max_elements` (initial capacity), `num_threads` (add_items and batched
-queries).
+queries), `exact_below` (a filtered search whose filter keeps at most this
+many documents is exact over them; a broader one walks the graph with
+hnswlib's filter, which slows down as the filter narrows).
 """
 
 from __future__ import annotations
@@ -35,14 +37,17 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..filters import Filter
 from ..params import param_int
-from .base import Batch, Hits, ranked_hits
+from .base import Batch, Hits, normalized, ranked_hits, top_columns
 from .logged import LoggedStore
 from .wal import fsync_dir, json_default
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OPTIONS: Dict[str, int] = {"ef": 128, "M": 16, "ef_construction": 200, "max_elements": 1024, "num_threads": 1}
+DEFAULT_OPTIONS: Dict[str, int] = {
+    "ef": 128, "M": 16, "ef_construction": 200, "max_elements": 1024, "num_threads": 1, "exact_below": 20000,
+}
 MAX_EF = 100_000
 
 
@@ -155,20 +160,47 @@ class HnswStore(LoggedStore):
         ef = param_int(params, "ef", low=1, high=MAX_EF)
         return {} if ef is None else {"ef": ef}
 
-    def _search(self, queries: np.ndarray, limit: int, ef: Optional[int] = None, **params: Any) -> Hits:
+    def _search(self, queries: np.ndarray, limit: int, ef: Optional[int] = None, where: Optional[Filter] = None,
+                **params: Any) -> Hits:
         ef = max(ef or self.options["ef"], limit)
         threads = self.options["num_threads"] if len(queries) > 1 else 1
+        allowed = None
+        if where is not None:
+            labels = self._filtered_labels(where)
+            if len(labels) <= self.options["exact_below"]:
+                return self._exact(queries, labels, limit)
+            limit = min(limit, len(labels))
+            allowed = np.zeros(len(self._ids), dtype=bool)
+            allowed[labels] = True
+            allowed = allowed.tolist().__getitem__  # called per visited node: a list lookup is the cheapest
+            threads = 1  # the filter is Python: it takes the GIL on every call
         while True:
             self.index.set_ef(ef)  # per call: the caller serialises searches (the indexer's lock)
             try:
-                labels, distances = self.index.knn_query(queries, k=limit, num_threads=threads)
+                labels, distances = self.index.knn_query(queries, k=limit, num_threads=threads, filter=allowed)
                 break
             except RuntimeError:
-                # fewer than `limit` live points reached (many deleted neighbours): search wider
+                # fewer than `limit` live points reached (many deleted neighbours, a narrow filter): search wider
                 if ef >= self.index.get_current_count():
+                    if where is not None:
+                        return self._exact(queries, self._filtered_labels(where), limit)
                     raise
                 ef = min(4 * ef, self.index.get_current_count())
         return ranked_hits(labels.astype(np.int64), 1.0 - distances, self._ids.__getitem__, self._meta)
+
+    def _filtered_labels(self, where: Filter) -> np.ndarray:
+        """The live labels whose tags pass `where`."""
+        kept = self._kept(where)
+        return np.asarray([label for label in np.flatnonzero(kept).tolist() if self._ids[label] is not None], dtype=np.int64)
+
+    def _exact(self, queries: np.ndarray, labels: np.ndarray, limit: int) -> Hits:
+        """Exact search over the points `labels` (the vectors hnswlib stores: unit rows in the cosine space)."""
+        if not len(labels):
+            return [[] for _ in range(len(queries))]
+        vectors = np.asarray(self.index.get_items(labels, return_type="numpy"), dtype=np.float32)
+        scores = normalized(queries) @ vectors.T
+        top = top_columns(scores, min(limit, len(labels)))
+        return ranked_hits(labels[top], np.take_along_axis(scores, top, 1), self._ids.__getitem__, self._meta)
 
     def _meta(self, label: int) -> tuple:
         tags = self._tags[label]

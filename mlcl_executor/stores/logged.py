@@ -22,6 +22,9 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+import numpy as np
+
+from ..filters import Filter, TagColumns
 from .base import PERSISTENCE_KEYS, Batch, VectorStore
 from .wal import CLEAR, DELETE, UPSERT, WriteAheadLog, decode_batch, encode_batch
 
@@ -48,6 +51,7 @@ class LoggedStore(VectorStore):
         self.snapshot_bytes = 0
         self.log: Optional[WriteAheadLog] = None
         self.compactions = 0
+        self._tag_columns = TagColumns()  # filters' columns of `_tags`, dropped at every write
 
     @classmethod
     def create(cls, dim: int, workdir: Optional[Path], options: Dict[str, Any], persistence: Dict[str, Any]) -> "LoggedStore":
@@ -86,12 +90,17 @@ class LoggedStore(VectorStore):
             logger.info(f"{path}: replayed {replayed} logged writes")
             self.compact()
 
+    def _kept(self, where: Filter) -> np.ndarray:
+        """Which entries of `self._tags` (a subclass's tags per row or label: a dict, or None for none) pass `where`."""
+        return where.mask(self._tags, self._tag_columns)  # type: ignore[attr-defined]
+
     def upsert(self, rows: Sequence[Dict[str, Any]]) -> None:
         if not rows:
             return
         batch = Batch.from_rows(rows, self.dim)  # validate before logging: a logged record must replay
         if self.log is not None:
             self.log.append(UPSERT, encode_batch(batch))
+        self._tag_columns.invalidate()
         self._apply_upsert(batch)
         self._maybe_compact()
 
@@ -101,12 +110,14 @@ class LoggedStore(VectorStore):
             return
         if self.log is not None:
             self.log.append(DELETE, json.dumps(ids).encode("utf-8"))
+        self._tag_columns.invalidate()
         self._apply_delete(ids)
         self._maybe_compact()
 
     def clear(self) -> None:
         if self.log is not None:
             self.log.append(CLEAR)
+        self._tag_columns.invalidate()
         self._apply_clear()
         if self.log is not None:
             self.compact()

@@ -26,7 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .base import Batch, Hits, normalized, ranked_hits
+from ..filters import Filter
+from .base import Batch, Hits, normalized, ranked_hits, top_columns
 from .logged import LoggedStore
 from .wal import fsync_dir, json_default
 
@@ -128,15 +129,18 @@ class MemoryStore(LoggedStore):
         self._reset()
 
     # ------------------------------------------------------------ search
-    def _search(self, queries: np.ndarray, limit: int, **params: Any) -> Hits:
-        scores = normalized(queries) @ self.matrix[: self.n].T
-        n = self.n
-        if limit < n:
-            # argpartition on the scores as they are (no negated copy of a (b, n) matrix)
-            top = np.argpartition(scores, n - limit, axis=1)[:, n - limit :]
-        else:
-            top = np.broadcast_to(np.arange(n), (len(queries), n))
-        return ranked_hits(top, np.take_along_axis(scores, top, 1), self._ids.__getitem__, self._meta)
+    def _search(self, queries: np.ndarray, limit: int, where: Optional[Filter] = None, **params: Any) -> Hits:
+        if where is None:
+            scores = normalized(queries) @ self.matrix[: self.n].T
+            top = top_columns(scores, limit)
+            return ranked_hits(top, np.take_along_axis(scores, top, 1), self._ids.__getitem__, self._meta)
+        # A filter: its mask (vectorised over the tags' columns) picks the rows the matmul reads.
+        rows = np.flatnonzero(self._kept(where)[: self.n])
+        if not len(rows):
+            return [[] for _ in range(len(queries))]
+        scores = normalized(queries) @ self.matrix[rows].T
+        top = top_columns(scores, min(limit, len(rows)))
+        return ranked_hits(rows[top], np.take_along_axis(scores, top, 1), self._ids.__getitem__, self._meta)
 
     def _meta(self, row: int) -> tuple:
         tags = self._tags[row]

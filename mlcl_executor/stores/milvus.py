@@ -30,16 +30,21 @@ acknowledged before it, from any replica).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from ..filters import Filter
 from ..params import param_int
 from .base import Batch, Hits, Match, VectorStore
+from .milvus_filter import LITE, SERVER, Dialect, milvus_filter
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +148,88 @@ def collection_dim(client: Any, collection: str) -> Optional[int]:
     raise ValueError(f"backend milvus: collection {collection!r} exists but has no 'embedding' field (not an mlcl collection)")
 
 
+def server_version(client: Any, timeout: float = 10.0) -> Optional[str]:
+    """The Milvus server's version ("v2.5.4"), or None for Milvus Lite, which does not implement the call."""
+    quiet = logging.getLogger("pymilvus")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # pymilvus logs Milvus Lite's "unimplemented" as an error
+    try:
+        return str(client.get_server_version(timeout=timeout))
+    except Exception:
+        return None
+    finally:
+        quiet.setLevel(level)
+
+
+def index_type_of(options: Dict[str, Any], lite: bool) -> str:
+    """The configured index type, or the default: FLAT (exact) on Milvus Lite, AUTOINDEX on a server."""
+    return str(options["index_type"] or ("FLAT" if lite else "AUTOINDEX")).upper()
+
+
+def check_lite_index(index_type: str, uri: str) -> None:
+    if index_type not in LITE_INDEX_TYPES:
+        raise ValueError(
+            f"backend milvus: index_type {index_type!r} needs a Milvus server; Milvus Lite ({uri}) builds only "
+            f"{', '.join(LITE_INDEX_TYPES)} (set milvus.index_type, or MLCL_MILVUS_URI to a server)"
+        )
+
+
+def probe_index(client: Any, index_type: str, index_params: Dict[str, Any], timeout: float) -> Optional[str]:
+    """Why the target cannot build `index_type` with `index_params` (None: it can): a throw-away collection tries."""
+    from pymilvus import DataType, MilvusClient
+
+    name = f"mlcl_probe_{uuid.uuid4().hex[:12]}"
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=16)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=8)
+    index = MilvusClient.prepare_index_params()
+    index.add_index("embedding", index_type=index_type, metric_type="COSINE", params=dict(index_params))
+    quiet = logging.getLogger("pymilvus")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the failure is ours to report, in one line
+    try:
+        client.create_collection(name, schema=schema, index_params=index, timeout=timeout)
+        return None
+    except Exception as exc:
+        return str(getattr(exc, "message", None) or exc).splitlines()[0]
+    finally:
+        with contextlib.suppress(Exception):
+            if client.has_collection(name, timeout=timeout):
+                client.drop_collection(name, timeout=timeout)
+        quiet.setLevel(level)
+
+
+def inspect_target(workdir: Optional[Path], options: Optional[Dict[str, Any]]) -> Optional[int]:
+    """At the indexer's start: the width of the configured collection if it exists (the database, not the
+    workspace, knows it), after checking that the target can build the configured index (ValueError names
+    what to set). Milvus Lite builds only `LITE_INDEX_TYPES`; a server is asked by a throw-away collection."""
+    opts = milvus_options(options)
+    uri = resolve_uri(opts["uri"], workdir)
+    if not is_server_uri(uri) and not Path(uri).exists():
+        check_lite_index(index_type_of(opts, lite=True), uri)
+        return None  # no Milvus Lite file yet: nothing stored
+    client = connect(uri, opts["token"] or os.environ.get(TOKEN_ENV), opts["db_name"], float(opts["timeout"]))
+    try:
+        dim = collection_dim(client, str(opts["collection"]))
+        if dim is None:
+            lite = not is_server_uri(uri) or server_version(client) is None
+            index_type = index_type_of(opts, lite)
+            if lite:
+                check_lite_index(index_type, uri)
+            elif (why := probe_index(client, index_type, opts["index_params"], float(opts["timeout"]))) is not None:
+                raise ValueError(f"backend milvus: {uri} cannot build index_type {index_type!r} with index_params "
+                                 f"{opts['index_params']}: {why}")
+        return dim
+    finally:
+        client.close()
+        if not is_server_uri(uri) and uri not in _lite_users:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri)
+
+
 def stored_dim(workdir: Optional[Path], options: Optional[Dict[str, Any]]) -> Optional[int]:
-    """The width of the configured collection if it exists (the database, not the workspace, knows it)."""
+    """The width of the configured collection if it exists, else None (nothing stored yet)."""
     opts = milvus_options(options)
     uri = resolve_uri(opts["uri"], workdir)
     if not is_server_uri(uri) and not Path(uri).exists():
@@ -171,25 +256,28 @@ class MilvusStore(VectorStore):
         super().__init__(dim, workdir)
         self.collection: str = str(opts["collection"])
         self.uri = resolve_uri(opts["uri"], workdir)
-        self.local = not is_server_uri(self.uri)
-        self.index_type: str = str(opts["index_type"] or ("FLAT" if self.local else "AUTOINDEX")).upper()
+        self.local = not is_server_uri(self.uri)  # a file: Milvus Lite embedded in a child process
         self.index_params: Dict[str, Any] = opts["index_params"]
         self.search_params: Dict[str, Any] = opts["search_params"]
         self.consistency_level: str = str(opts["consistency_level"])
         self.timeout = float(opts["timeout"])
         self.write_batch = max(1, int(opts["write_batch"]))
-        if self.local and self.index_type not in LITE_INDEX_TYPES:
-            raise ValueError(
-                f"backend milvus: index_type {self.index_type!r} needs a Milvus server; Milvus Lite "
-                f"({self.uri}) builds only {LITE_INDEX_TYPES}"
-            )
-        if self.local and self.index_type != "FLAT":
-            logger.warning(f"milvus: {self.index_type} on Milvus Lite ignores its search parameters and may miss "
-                           "neighbours (recall@10 0.50-0.72 at 100k in docs/performance.md); FLAT is exact")
+        if self.local:
+            check_lite_index(index_type_of(opts, lite=True), self.uri)
         self.client = connect(self.uri, opts["token"] or os.environ.get(TOKEN_ENV), opts["db_name"], self.timeout)
         if self.local:
             _lite_users[self.uri] = _lite_users.get(self.uri, 0) + 1
         try:
+            # Milvus Lite also serves on a port (`mlcl serve --flow milvus` starts one): it is Lite by what it answers
+            version = None if self.local else server_version(self.client, self.timeout)
+            self.lite = version is None
+            self.dialect = _dialect(version)
+            self.index_type = index_type_of(opts, self.lite)
+            if self.lite:
+                check_lite_index(self.index_type, self.uri)
+                if self.index_type != "FLAT":
+                    logger.warning(f"milvus: {self.index_type} on Milvus Lite ignores its search parameters and may "
+                                   "miss neighbours (recall@10 0.50-0.72 at 100k in docs/performance.md); FLAT is exact")
             existing = collection_dim(self.client, self.collection)
             if existing is None:
                 self._create()
@@ -263,24 +351,27 @@ class MilvusStore(VectorStore):
                 out[key] = value
         return out
 
-    def search(self, queries: np.ndarray, limit: int, **params: Any) -> Hits:
+    def search(self, queries: np.ndarray, limit: int, where: Optional[Filter] = None, **params: Any) -> Hits:
         """As `VectorStore.search`, without its count() (a round trip): Milvus returns what it holds."""
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be a matrix of width {self.dim}, got shape {queries.shape}")
         if limit <= 0 or len(queries) == 0:
             return [[] for _ in range(len(queries))]
-        return self._search(queries, int(limit), **self.check_params(params))
+        return self._search(queries, int(limit), where=where, **self.check_params(params))
 
-    def _search(self, queries: np.ndarray, limit: int, **params: Any) -> Hits:
+    def _search(self, queries: np.ndarray, limit: int, where: Optional[Filter] = None, **params: Any) -> Hits:
+        expr, values = milvus_filter(where, self.dialect) if where is not None else ("", {})
         result = self.client.search(
             self.collection,
             data=queries.tolist(),
+            filter=expr,
             limit=limit,
             output_fields=["uri", "tags"],
             search_params={"metric_type": "COSINE", "params": {**self.search_params, **params}},
             consistency_level=self.consistency_level,
             timeout=self.timeout,
+            **({"filter_params": values} if values else {}),
         )
         out: Hits = []
         for hits in result:
@@ -310,6 +401,13 @@ class MilvusStore(VectorStore):
                 server_manager_instance.release_server(self.uri)
 
 
+def _dialect(version: Optional[str]) -> Dialect:
+    """What a target accepts in a filter expression: a server of 2.5 or later takes templates and `not`;
+    Milvus Lite (no version) and older servers get the subset without them."""
+    numbers = [int(x) for x in re.findall(r"\d+", version or "")[:2]]
+    return SERVER if len(numbers) == 2 and tuple(numbers) >= (2, 5) else LITE
+
+
 def _json_safe(value: Any) -> Any:
     """Tags as plain JSON values (numpy scalars and arrays become numbers and lists)."""
     if isinstance(value, dict):
@@ -321,4 +419,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-__all__ = ["DEFAULTS", "MilvusStore", "collection_dim", "connect", "milvus_options", "resolve_uri", "stored_dim"]
+__all__ = [
+    "DEFAULTS", "LITE_INDEX_TYPES", "MilvusStore", "check_lite_index", "collection_dim", "connect", "inspect_target",
+    "milvus_options", "probe_index", "resolve_uri", "server_version", "stored_dim",
+]

@@ -1,8 +1,10 @@
 """The search page's routes on the Flow's HTTP gateway (`MLCLHTTPGateway` in flow_gateway.py).
 
     GET /ui/              the page (index.html)
-    GET /ui/static/NAME   its script and style sheet (a fixed list of packaged files)
+    GET /ui/static/NAME   its scripts and style sheet (a fixed list of packaged files)
     GET /ui/config.json   the page's settings (settings.yml, overridable from the Flow YAML)
+    GET /docs             the API reference (api.html: rendered from /openapi.json, nothing from a CDN)
+    GET /favicon.ico      the icon (icon.svg)
 
 `GET /` stays jina's health check (the Flow's readiness probe), so the page
 lives under /ui. The page talks to the same gateway's documented API
@@ -18,11 +20,17 @@ from typing import Any, Dict, Mapping, Optional
 
 import yaml
 
+from ..errors import RequestError
+from ..filters import parse_filter
+
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 SETTINGS_FILE = HERE / "settings.yml"
 #: The only files served under /ui/static/ (name -> media type): no request path reaches the file system.
-STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "api.js": "text/javascript; charset=utf-8",
+                "style.css": "text/css; charset=utf-8"}  # api.js: for /docs
+#: FastAPI's own documentation pages load their code from a CDN (blank offline): replaced by /docs (api.html).
+CDN_DOC_ROUTES = ("/docs", "/docs/oauth2-redirect", "/redoc")
 
 #: The page may load only what this gateway serves, and show images only from data: URIs.
 SECURITY_HEADERS = {
@@ -58,7 +66,52 @@ def ui_settings(overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]
                          f"is above max_limit ({settings['max_limit']})")
     settings["title"], settings["examples_text"] = str(settings["title"]), str(settings["examples_text"])
     settings["levels"] = bool(settings["levels"])
+    facet, values = settings["facet"], settings["facet_values"]
+    if facet is not None:
+        try:
+            parse_filter({str(facet): {"$exists": True}})  # the one check of a tag name
+        except RequestError as exc:
+            raise ValueError(f"MLCL gateway: ui_settings.facet: {exc}") from None
+        settings["facet"] = str(facet)
+    if not isinstance(values, list) or not all(isinstance(v, (str, int, float, bool)) for v in values):
+        raise ValueError(f"MLCL gateway: ui_settings.facet_values must be a list of strings or numbers, got {values!r}")
     return settings
+
+
+def add_api_docs(app: Any) -> Any:
+    """Replace FastAPI's /docs and /redoc (Swagger and ReDoc from a CDN) by api.html, which renders /openapi.json."""
+    from fastapi.responses import Response
+
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in CDN_DOC_ROUTES]
+    api_html = (STATIC_DIR / "api.html").read_bytes()
+    files = {name: ((STATIC_DIR / name).read_bytes(), STATIC_FILES[name]) for name in ("api.js", "style.css")}
+
+    @app.get("/docs", include_in_schema=False)
+    async def _api_docs():
+        return Response(api_html, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+    # its own copies: /docs works on a gateway without the page (`ui: false`)
+    @app.get("/docs/{name}", include_in_schema=False)
+    async def _api_docs_file(name: str):
+        if name not in files:
+            return Response(status_code=404)
+        body, media = files[name]
+        return Response(body, media_type=media, headers=SECURITY_HEADERS)
+
+    return app
+
+
+def add_favicon(app: Any) -> Any:
+    """GET /favicon.ico: the page's icon (a browser asks for it; a 404 is an error in its console)."""
+    from fastapi.responses import Response
+
+    icon = (STATIC_DIR / "icon.svg").read_bytes()
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def _favicon():
+        return Response(icon, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+    return app
 
 
 def add_ui_routes(app: Any, settings: Dict[str, Any]) -> Any:
@@ -92,4 +145,4 @@ def add_ui_routes(app: Any, settings: Dict[str, Any]) -> Any:
     return app
 
 
-__all__ = ["SECURITY_HEADERS", "STATIC_FILES", "add_ui_routes", "ui_settings"]
+__all__ = ["SECURITY_HEADERS", "STATIC_FILES", "add_api_docs", "add_favicon", "add_ui_routes", "ui_settings"]

@@ -13,11 +13,17 @@ const IMAGE_URI = /^data:image\/(png|jpeg|gif|webp|bmp);base64,[A-Za-z0-9+/=]+$/
 const TIMEOUT_MS = 60000;
 
 const state = {
-  settings: { title: "mlcl search", captions: [], examples_text: "", examples: 0, default_limit: 10, max_limit: 100, levels: true },
-  reference: null, // {image: data URI, id: gallery id or null, label: text}
-  steps: [], // [{reference, caption, limit, answer}]
+  settings: { title: "mlcl search", captions: [], examples_text: "", examples: 0, default_limit: 10, max_limit: 100, levels: true,
+              facet: null, facet_values: [] },
+  reference: null, // {image: data URI, id: gallery id or null, label: text, preview: false when the browser cannot show it}
+  steps: [], // [{reference, caption, limit, levels, facet, answer, more}]
   current: -1, // index into steps of what the results show
+  facet: null, // the value of settings.facet the results are narrowed to (null: all)
+  facetValues: [], // the values offered (settings.facet_values, else those seen on cards)
 };
+// Formats a browser may not show but the Flow reads (the reference is then sent without a preview).
+const NO_PREVIEW = /^image\/tiff$/i;
+const NO_PREVIEW_NAME = /\.tiff?$/i;
 
 const $ = (id) => document.getElementById(id);
 
@@ -125,8 +131,17 @@ function decodes(uri) {
 function setReference(reference) {
   state.reference = reference;
   const img = $("reference-img");
-  img.src = reference.image;
-  img.hidden = false;
+  const old = document.getElementById("reference-no-preview");
+  if (old) old.remove();
+  if (reference.preview === false) {
+    img.hidden = true;
+    const box = el("div", "no-preview", "no preview (the browser cannot show it; the Flow reads it)");
+    box.id = "reference-no-preview";
+    img.after(box);
+  } else {
+    img.src = reference.image;
+    img.hidden = false;
+  }
   $("reference-label").textContent = reference.label;
   $("reference-id").textContent = reference.id ? "gallery id: " + reference.id : "uploaded: not from the gallery";
   $("reference-id").dataset.id = reference.id || "";
@@ -142,11 +157,14 @@ async function useFile(file) {
     showMessage("Could not read " + file.name + ": " + (err && err.message || err), "error");
     return;
   }
-  if (!uri.startsWith("data:image/") || !(await decodes(uri))) {
+  // TIFF: browsers do not show it, the Flow reads it; it goes without the browser's check, the Flow's reason comes back
+  const unseen = NO_PREVIEW.test(file.type) || NO_PREVIEW_NAME.test(file.name);
+  if (unseen) uri = "data:image/tiff;base64," + uri.slice(uri.indexOf(",") + 1);
+  if (!unseen && (!uri.startsWith("data:image/") || !(await decodes(uri)))) {
     showMessage(file.name + " could not be read as an image (corrupt or not an image file). Choose a PNG, JPEG, GIF, BMP, WebP or TIFF image.", "error");
     return;
   }
-  setReference({ image: uri, id: null, label: file.name });
+  setReference({ image: uri, id: null, label: file.name, preview: !unseen });
   $("caption").focus();
 }
 
@@ -188,9 +206,12 @@ function renderAnswer(step) {
   const doc = step.answer;
   const matches = doc.matches || [];
   const scores = doc.scores || [];
-  $("results-info").textContent = "for " + step.reference.label + (step.caption ? " + \u201c" + step.caption + "\u201d" : " (image only)");
+  const narrowed = step.facet !== null && step.facet !== undefined ? " (" + state.settings.facet + ": " + step.facet + ")" : "";
+  $("results-info").textContent = "for " + step.reference.label + (step.caption ? " + \u201c" + step.caption + "\u201d" : " (image only)") + narrowed;
   if (!matches.length) results.appendChild(el("p", "muted", "No results: the gallery is empty, or every image was left out."));
   matches.forEach((m, i) => results.appendChild(card(m, i + 1, scores[i], null)));
+  learnFacetValues(matches);
+  $("more-button").hidden = !step.more;
 
   const levels = $("levels");
   const rows = $("levels-rows");
@@ -226,7 +247,7 @@ function renderHistory() {
   state.steps.forEach((step, i) => {
     const item = el("li", i === state.current ? "current" : null);
     item.dataset.step = String(i);
-    item.appendChild(imageNode(step.reference.image, "reference of step " + (i + 1)));
+    item.appendChild(imageNode(step.reference.preview === false ? null : step.reference.image, "reference of step " + (i + 1)));
     item.appendChild(el("span", null, step.reference.label + (step.caption ? " + \u201c" + step.caption + "\u201d" : "")));
     item.addEventListener("click", () => goTo(i));
     list.appendChild(item);
@@ -242,8 +263,52 @@ function goTo(i) {
   setReference(step.reference);
   $("caption").value = step.caption;
   $("limit").value = String(step.limit);
+  state.facet = step.facet;
+  renderFacets();
   renderAnswer(step);
   renderHistory();
+}
+
+// ------------------------------------------------------------------- facet
+function facetFilter(value) {
+  if (!state.settings.facet || value === null || value === undefined) return null;
+  const filter = {};
+  filter[state.settings.facet] = { $eq: value };
+  return filter;
+}
+
+function learnFacetValues(matches) {
+  const tag = state.settings.facet;
+  if (!tag || (state.settings.facet_values || []).length) return;
+  let added = false;
+  for (const m of matches) {
+    const value = m && m.tags ? m.tags[tag] : undefined;
+    if (["string", "number", "boolean"].includes(typeof value) && !state.facetValues.includes(value)) {
+      state.facetValues.push(value);
+      added = true;
+    }
+  }
+  if (added) renderFacets();
+}
+
+function renderFacets() {
+  const tag = state.settings.facet;
+  $("facet").hidden = !tag;
+  if (!tag) return;
+  $("facet-label").textContent = "Only " + tag + ":";
+  const box = $("facet-values");
+  clear(box);
+  for (const value of [null, ...state.facetValues]) {
+    const chip = el("button", state.facet === value ? "active" : null, value === null ? "all" : String(value));
+    chip.type = "button";
+    chip.dataset.value = value === null ? "" : JSON.stringify(value);
+    chip.addEventListener("click", () => {
+      state.facet = value;
+      renderFacets();
+      if (state.reference) search();
+    });
+    box.appendChild(chip);
+  }
 }
 
 // ------------------------------------------------------------------ search
@@ -273,11 +338,15 @@ async function search() {
   button.disabled = true;
   $("results").setAttribute("aria-busy", "true");
   try {
-    const answer = await post("/search", { data: [query], parameters: { limit: limit, thumbnails: true, levels: levels } });
+    const parameters = { limit: limit, thumbnails: true, levels: levels };
+    const filter = facetFilter(state.facet);
+    if (filter) parameters.filter = filter;
+    const answer = await post("/search", { data: [query], parameters: parameters });
     const doc = answer.data[0];
     if (!doc) throw new FlowError("The Flow answered /search without a document.");
     if (doc.error) throw new FlowError("The Flow could not use this query: " + doc.error);
-    const step = { reference: reference, caption: caption, limit: limit, levels: levels, answer: doc };
+    const step = { reference: reference, caption: caption, limit: limit, levels: levels, facet: state.facet, answer: doc,
+                   query: query, more: (doc.matches || []).length === limit };
     state.steps = state.steps.slice(0, state.current + 1); // a new query after stepping back starts a new branch
     state.steps.push(step);
     state.current = state.steps.length - 1;
@@ -288,6 +357,34 @@ async function search() {
   } finally {
     button.disabled = false;
     $("results").removeAttribute("aria-busy");
+    document.body.dataset.searches = String(Number(document.body.dataset.searches || 0) + 1); // for tests and scripts
+  }
+}
+
+// The next page of the current step's results (the same query, from `offset` on), added to its grid.
+async function more() {
+  const step = state.steps[state.current];
+  if (!step || !step.more) return;
+  hideMessage();
+  const button = $("more-button");
+  button.disabled = true;
+  try {
+    const offset = (step.answer.matches || []).length;
+    const parameters = { limit: step.limit, offset: offset, thumbnails: true };
+    const filter = facetFilter(step.facet);
+    if (filter) parameters.filter = filter;
+    const answer = await post("/search", { data: [step.query], parameters: parameters });
+    const doc = answer.data[0];
+    if (!doc) throw new FlowError("The Flow answered /search without a document.");
+    if (doc.error) throw new FlowError("The Flow could not use this query: " + doc.error);
+    step.answer.matches = (step.answer.matches || []).concat(doc.matches || []);
+    step.answer.scores = (step.answer.scores || []).concat(doc.scores || []);
+    step.more = (doc.matches || []).length === step.limit;
+    if (state.steps[state.current] === step) renderAnswer(step);
+  } catch (err) {
+    showMessage(err instanceof FlowError ? err.message : "Unexpected error: " + (err && err.message || err), "error");
+  } finally {
+    button.disabled = false;
     document.body.dataset.searches = String(Number(document.body.dataset.searches || 0) + 1); // for tests and scripts
   }
 }
@@ -305,6 +402,8 @@ async function loadSettings() {
   $("limit").max = String(state.settings.max_limit);
   $("limit").value = String(state.settings.default_limit);
   $("levels-toggle").checked = !!state.settings.levels;
+  state.facetValues = (state.settings.facet_values || []).slice();
+  renderFacets();
   const chips = $("suggestions");
   clear(chips);
   for (const text of state.settings.captions || []) {
@@ -348,6 +447,7 @@ async function loadExamples() {
     const doc = answer.data[0] || {};
     if (doc.error) throw new FlowError(doc.error);
     for (const m of doc.matches || []) strip.appendChild(card(m, null, null, null));
+    learnFacetValues(doc.matches || []);
     if (!(doc.matches || []).length) strip.appendChild(el("p", "muted small", "(the gallery is empty)"));
   } catch (err) {
     strip.appendChild(el("p", "muted small", "Gallery examples unavailable: " + err.message));
@@ -358,6 +458,7 @@ function wireUp() {
   $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
   $("file-input").addEventListener("change", (e) => { useFile(e.target.files[0]); e.target.value = ""; });
   $("back-button").addEventListener("click", () => goTo(state.current - 1));
+  $("more-button").addEventListener("click", () => more());
   $("limit").addEventListener("change", () => { if (state.current >= 0 && state.reference) search(); });
   const zone = $("dropzone");
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("dragover"); });
