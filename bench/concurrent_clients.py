@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -143,8 +145,9 @@ class Served:
         if checkpoint:
             cmd += ["--checkpoint", checkpoint]
         self.t0 = time.perf_counter()
+        # its own process group: stop() ends the whole Flow even when `mlcl serve` itself is stuck
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
         self.log: List[str] = []
         for line in self.proc.stdout:  # type: ignore[union-attr]
             self.log.append(line.rstrip())
@@ -181,7 +184,9 @@ class Served:
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything of the Flow left behind
 
 
 def http_json(url: str, payload: Dict[str, Any], timeout: float = 120.0) -> Dict[str, Any]:
@@ -369,6 +374,7 @@ def finish_profiles(spies: Dict[str, Tuple[Any, str]], top: int = 25) -> Dict[st
 # ------------------------------------------------------------------ main
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `finally` stops the Flow on a timeout's SIGTERM too
     if args.bare_only:
         bare_only(args)
         return {}
