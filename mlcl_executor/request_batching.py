@@ -116,6 +116,22 @@ def split_response(response: Any, waiting: Sequence[_Waiting], renamed: Sequence
     return out
 
 
+#: The gateway's batching unless its `uses_with: batching:` says otherwise (flows/*.yml show them).
+DEFAULTS: Dict[str, Any] = {"enabled": True, "endpoints": ["/search"], "max_docs": 64, "max_in_flight": 2}
+
+
+def batching_options(given: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """`RequestBatcher`'s keyword arguments from a gateway's `batching` setting; None when it is off."""
+    unknown = set(given or {}) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"gateway batching: unknown settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    options = {**DEFAULTS, **(given or {})}
+    if not options.pop("enabled"):
+        return None
+    RequestBatcher(lambda **_: None, **options)  # the same checks as at run time, now
+    return options
+
+
 class RequestBatcher:
     """A gateway's request handler (`handle(request=..., return_type=...) -> (future, floating future)`)
     that merges concurrent requests to `endpoints` (see the module docstring)."""
@@ -209,4 +225,4 @@ class RequestBatcher:
             self._schedule(asyncio.get_event_loop())
 
 
-__all__ = ["RequestBatcher", "merge_requests", "parameters_key", "split_response"]
+__all__ = ["DEFAULTS", "RequestBatcher", "batching_options", "merge_requests", "parameters_key", "split_response"]
