@@ -17,7 +17,9 @@ from typing import Any, List, Optional
 from jina.serve.runtimes.gateway.http import HTTPGateway
 
 from .jina_patches.gateway import CompositeWithHTTP, install_client_errors
+from .jina_patches.gateway_requests import wrap_request_handler
 from .jina_patches.grpc_guard import guarded_grpc_server
+from .request_batching import RequestBatcher, batching_options
 from .ui.routes import add_api_docs, add_favicon, add_ui_routes
 from .ui.routes import ui_settings as check_ui_settings
 from .write_token import AUTHORIZATION, OPEN_ENDPOINTS, WriteGuard, configured_token
@@ -88,23 +90,30 @@ class MLCLGateway(CompositeWithHTTP):
     whose first line is the write token; `$MLCL_WRITE_TOKEN` wins when set;
     neither: writes are open), `open_endpoints` (what needs no token, default
     /search, /count, /encode), `cors_origins` (origins a browser page may call
-    the API from, e.g. [https://shop.example]; default none).
+    the API from, e.g. [https://shop.example]; default none), `batching`
+    (concurrent requests merged into one through the Flow, see
+    request_batching.py: `endpoints`, `max_docs`, `max_in_flight`;
+    `{enabled: false}` turns it off).
     """
 
     def __init__(self, ui: bool = True, ui_settings: Optional[dict] = None, write_token_file: Optional[str] = None,
                  open_endpoints: Optional[List[str]] = None, cors_origins: Optional[List[str]] = None,
-                 **kwargs: Any) -> None:
+                 batching: Optional[dict] = None, **kwargs: Any) -> None:
         # read by http_server() / grpc_server() in super().__init__
         self._ui_settings = check_ui_settings(ui_settings) if ui else None
         self._guard = WriteGuard(configured_token(write_token_file), open_endpoints or OPEN_ENDPOINTS)
         if cors_origins is not None and not (isinstance(cors_origins, list) and all(isinstance(o, str) for o in cors_origins)):
             raise ValueError(f"MLCL gateway: cors_origins must be a list of origins, got {cors_origins!r}")
         self._cors_origins = cors_origins
+        options = batching_options(batching)  # a bad setting fails the start, before any server exists
         super().__init__(**kwargs)
         others = sorted(set(self.protocol_names) - {"grpc", "http"})
         if self._guard.enabled and others:
             raise ValueError(f"MLCL gateway: the write token guards gRPC and HTTP only; remove {', '.join(others)} "
                              "from the Flow's protocols")
+        if options is not None:
+            for server in self.servers:
+                wrap_request_handler(server, lambda handle: RequestBatcher(handle, **options))
 
     def http_server(self, **server_kwargs: Any) -> MLCLHTTPGateway:
         return MLCLHTTPGateway(ui_settings=self._ui_settings, guard=self._guard, cors_origins=self._cors_origins,

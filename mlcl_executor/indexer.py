@@ -37,12 +37,13 @@ import json
 import threading
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from docarray import DocList
 from jina import Executor, requests
 
+from .blas_threads import BlasThreads
 from .errors import RequestError, doc_name
 from .filters import Filter, parse_filter
 from .image_source import image_uri, is_server_path
@@ -74,7 +75,8 @@ class MLCLIndexer(Executor):
     M, ef_construction, max_elements, num_threads, exact_below), `persistence` (fsync,
     compact_ratio, compact_min_bytes: see `stores/logged.py`), `milvus` (uri,
     token, db_name, collection, index_type, index_params, search_params,
-    consistency_level: see `stores/milvus.py`). The memory and hnsw indexes
+    consistency_level: see `stores/milvus.py`), `blas_threads` and
+    `blas_min_work` (numpy's BLAS threads per search, see `blas_threads.py`). The memory and hnsw indexes
     live in the Executor's workspace (per shard) and survive restarts and
     crashes: each write is appended to a log (flushed, fsync'ed) before it is
     acknowledged; snapshots are written at compaction and on close.
@@ -95,9 +97,12 @@ class MLCLIndexer(Executor):
         hnsw: Optional[Dict[str, Any]] = None,
         persistence: Optional[Dict[str, Any]] = None,
         milvus: Optional[Dict[str, Any]] = None,
+        blas_threads: Union[str, int, None] = "auto",
+        blas_min_work: int = 20_000_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.blas = BlasThreads(blas_threads, blas_min_work)
         if backend not in BACKENDS:
             raise ValueError(f"MLCLIndexer: unknown backend {backend!r}; choose one of {BACKENDS}")
         self.backend = backend
@@ -382,6 +387,7 @@ class MLCLIndexer(Executor):
                     skips.append(skip)
         if targets and self.store is not None:
             with self._store_lock:
+                self.blas.for_work(len(vectors) * self.store.count() * self.dim)
                 hits = self.store.search(np.stack(vectors), candidates(limit, exclude, offset), where=where, **options)
             # One shard cuts the page; a shard of several answers up to its end and the merger cuts it (topk.py).
             page = (limit, offset) if self.shards == 1 else (offset + limit, 0)
