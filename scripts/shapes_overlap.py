@@ -1,0 +1,96 @@
+"""What the shipped shapes recipe's training streams share with the evaluation splits.
+
+    .venv/bin/python scripts/shapes_overlap.py                  # the shipped recipe, seed-0 and unseen-seed splits
+    .venv/bin/python scripts/shapes_overlap.py --json out.json   # also write the report
+    .venv/bin/python scripts/shapes_overlap.py --quick 2000      # only the first 2,000 groups of each stream
+
+The streams are read from the shipped configs (training/configs/shapes/):
+stage 1 draws `procedural.groups` x `run.max_epoch` groups of its seed, a
+stage-2 run caches `procedural.groups` groups of its own seed.  No pixel is
+rendered: only scene keys and captions are regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mlcl.data.shapes.config import EVAL_SPLITS, load_config  # noqa: E402
+from mlcl.data.shapes.overlap import StreamSpec, overlap_report  # noqa: E402
+
+CONFIGS = ROOT / "training" / "configs" / "shapes"
+
+
+def shipped_streams(configs: Path = CONFIGS) -> list[StreamSpec]:
+    """One StreamSpec per distinct (seed, groups) stream of the shipped shapes configs."""
+    streams: dict[tuple[int, int], StreamSpec] = {}
+    for path in sorted(configs.glob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text()) or {}
+        proc = ((cfg.get("datasets") or {}).get("shapes") or {}).get("procedural")
+        if not proc:
+            continue
+        run = cfg.get("run") or {}
+        stage2 = bool(run.get("cache_features"))  # a fixed cached pool; stage 1 draws new groups every epoch
+        groups = int(proc["groups"]) * (1 if stage2 else int(run.get("max_epoch", 1)))
+        spec = StreamSpec(seed=int(proc.get("seed", 1)), groups=groups,
+                          queries_per_group=int(proc.get("queries_per_group", 4)),
+                          target_siblings=int(proc.get("target_siblings", 1)), name=path.stem)
+        key = (spec.seed, spec.groups)
+        if key not in streams:
+            streams[key] = spec
+        else:
+            streams[key] = StreamSpec(**{**streams[key].__dict__, "name": f"{streams[key].name},{path.stem}"})
+    return list(streams.values())
+
+
+def eval_splits() -> dict[str, tuple[int, str]]:
+    """Every evaluation split training must not touch: the exclusion seeds' val, test, novel, hard."""
+    seeds = load_config().training_exclusion_seeds
+    return {f"{split} (seed {seed})": (seed, split) for seed in seeds for split in EVAL_SPLITS}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, help="also write the report here")
+    ap.add_argument("--quick", type=int, metavar="N", help="only the first N groups of each stream")
+    ap.add_argument("--without-exclusion", action="store_true",
+                    help="draw the streams without excluding evaluation scenes (what the exclusion removes)")
+    args = ap.parse_args()
+    streams = shipped_streams()
+    if args.quick or args.without_exclusion:
+        streams = [StreamSpec(**{**s.__dict__, "groups": min(s.groups, args.quick or s.groups),
+                                 "exclude": not args.without_exclusion}) for s in streams]
+    t0 = time.time()
+    report = overlap_report(eval_splits(), streams, progress=True)
+    report["date"] = datetime.datetime.now().isoformat(timespec="minutes")
+    report["seconds"] = round(time.time() - t0, 1)
+    report["load1"] = float(Path("/proc/loadavg").read_text().split()[0])
+    tr = report["training"]
+    print(f"training: {', '.join(f'{s.name} (seed {s.seed}, {s.groups} groups)' for s in streams)}: "
+          f"{tr['triplets']} triplets, {tr['distinct_scenes']} distinct scenes, "
+          f"{tr['repeated_pairs']:.1f} % of triplets repeat an earlier (reference, target) pair")
+    print("| split | queries | pair in training | same caption | reference in training | target in training "
+          "| gallery images in training | shared scenes |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in report["splits"].items():
+        print(f"| {name} | {r['queries']} | {r['pair_in_training']:.1f} % | {r['same_caption']:.1f} % "
+              f"| {r['reference_in_training']:.1f} % | {r['target_in_training']:.1f} % "
+              f"| {r['gallery_images_in_training']:.1f} % | {r['shared_scenes']} of {r['gallery_scenes']} |")
+    print(f"({report['seconds']} s, load {report['load1']})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
