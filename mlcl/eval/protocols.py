@@ -196,12 +196,12 @@ def shapes_tasks(ds: Any, limit: int | None = None) -> list[RetrievalTask]:
     ]
 
 
-def load_dataset(dataset: str, root: str | Path | None, split: str, progress: bool = False) -> Any:
-    """Load a benchmark split with its plain loader (shapes: generated if missing)."""
+def load_dataset(dataset: str, root: str | Path | None, split: str, progress: bool = False, seed: int = 0) -> Any:
+    """Load a benchmark split with its plain loader (shapes: of generation seed `seed`, generated if missing)."""
     if dataset == "shapes":
         from mlcl.data.shapes import ShapesDataset, ensure_shapes
 
-        return ShapesDataset(ensure_shapes(root=root, split=split, progress=progress), split)
+        return ShapesDataset(ensure_shapes(root=root, split=split, seed=seed, progress=progress), split)
     if root is None:
         raise ValueError(f"--data-root is required for {dataset} (its data cannot be downloaded here)")
     if dataset == "fashioniq":

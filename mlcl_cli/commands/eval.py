@@ -26,7 +26,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the bundled shapes model)")
     parser.add_argument("--dataset", choices=DATASETS, help="benchmark (default: shapes)")
     parser.add_argument("--data-root", type=Path, help="data set folder (shapes: generated there if missing)")
-    parser.add_argument("--split", help="split (defaults: shapes test, fashioniq val, cirr val, shoes eval)")
+    parser.add_argument("--split", help="split (defaults: shapes test, fashioniq val, cirr val, shoes eval; "
+                                         "shapes also novel, hard, val)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="shapes: generation seed of the split (default 0; the unseen-seed splits: 2027)")
     parser.add_argument("--batch-size", type=int, help="images/captions per encoding batch (default 64)")
     parser.add_argument("--num-workers", type=int, help="DataLoader workers for image decoding (default 2)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="queries scored at once (memory ~ chunk x gallery)")
@@ -100,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     if args.submission and dataset != "cirr":
         print("mlcl eval: --submission is only for --dataset cirr", file=sys.stderr)
         return 2
+    if args.seed and dataset != "shapes":
+        print("mlcl eval: --seed is only for --dataset shapes (a generated benchmark)", file=sys.stderr)
+        return 2
 
     from mlcl.model import load_checkpoint
     from mlcl.paths import DEFAULT_CHECKPOINT
@@ -123,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(
             model, dataset, root=data_root, split=split, limit=args.limit, batch_size=batch_size,
             num_workers=num_workers, chunk_size=args.chunk_size, progress=not args.no_progress,
-            submission_dir=args.submission,
+            submission_dir=args.submission, seed=args.seed,
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         # KeyError's str() quotes its message; show the message itself.
