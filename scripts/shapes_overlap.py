@@ -19,37 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mlcl.data.shapes.config import EVAL_SPLITS, load_config  # noqa: E402
-from mlcl.data.shapes.overlap import StreamSpec, overlap_report  # noqa: E402
+from mlcl.data.shapes.overlap import StreamSpec, overlap_report, streams_from_configs  # noqa: E402
 
 CONFIGS = ROOT / "training" / "configs" / "shapes"
 
 
 def shipped_streams(configs: Path = CONFIGS) -> list[StreamSpec]:
-    """One StreamSpec per distinct (seed, groups) stream of the shipped shapes configs."""
-    streams: dict[tuple[int, int], StreamSpec] = {}
-    for path in sorted(configs.glob("*.yaml")):
-        cfg = yaml.safe_load(path.read_text()) or {}
-        proc = ((cfg.get("datasets") or {}).get("shapes") or {}).get("procedural")
-        if not proc:
-            continue
-        run = cfg.get("run") or {}
-        stage2 = bool(run.get("cache_features"))  # a fixed cached pool; stage 1 draws new groups every epoch
-        groups = int(proc["groups"]) * (1 if stage2 else int(run.get("max_epoch", 1)))
-        spec = StreamSpec(seed=int(proc.get("seed", 1)), groups=groups,
-                          queries_per_group=int(proc.get("queries_per_group", 4)),
-                          target_siblings=int(proc.get("target_siblings", 1)), name=path.stem)
-        key = (spec.seed, spec.groups)
-        if key not in streams:
-            streams[key] = spec
-        else:
-            streams[key] = StreamSpec(**{**streams[key].__dict__, "name": f"{streams[key].name},{path.stem}"})
-    return list(streams.values())
+    return streams_from_configs(sorted(configs.glob("*.yaml")))
 
 
 def eval_splits() -> dict[str, tuple[int, str]]:

@@ -114,7 +114,8 @@ def sample_query(rng: random.Random, ref: Scene) -> HardQuery | None:
         expr2 = None if named is None else named.to_json()
         text2 = caption(second, ref, rng, ref_text=None if named is None else named.text())
         alone = _try_apply(ref, second, lim)
-    partials = tuple(p for p in (mid, alone) if p is not None and p != target)
+    # (the second edit alone on the original object may make a held-out pair: that scene is left out)
+    partials = tuple(p for p in (mid, alone) if p is not None and p != target and not p.pairs() & held)
     return HardQuery((first, second), target, f"{text1} and {text2}",
                      (None if expr1 is None else expr1.to_json(), expr2), same, partials)
 

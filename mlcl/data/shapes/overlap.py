@@ -38,6 +38,31 @@ class StreamSpec:
     exclude: bool = True
 
 
+def streams_from_configs(configs: Iterable[Any]) -> list[StreamSpec]:
+    """The procedural streams training configs draw (YAML paths or parsed dicts), one per distinct
+    (seed, groups): stage 1 draws `procedural.groups` x `run.max_epoch` groups (new ones every epoch),
+    a stage-2 run (`run.cache_features`) caches `procedural.groups` groups once."""
+    import yaml
+
+    streams: dict[tuple[int, int], StreamSpec] = {}
+    for item in configs:
+        name = getattr(item, "stem", "")
+        cfg = item if isinstance(item, Mapping) else yaml.safe_load(open(item, encoding="utf-8")) or {}
+        proc = ((cfg.get("datasets") or {}).get("shapes") or {}).get("procedural")
+        if not proc:
+            continue
+        run = cfg.get("run") or {}
+        epochs = 1 if run.get("cache_features") else int(run.get("max_epoch", 1))
+        spec = StreamSpec(seed=int(proc.get("seed", 1)), groups=int(proc["groups"]) * epochs,
+                          queries_per_group=int(proc.get("queries_per_group", 4)),
+                          target_siblings=int(proc.get("target_siblings", 1)), name=name)
+        key = (spec.seed, spec.groups)
+        if key in streams:
+            spec = StreamSpec(**{**streams[key].__dict__, "name": f"{streams[key].name},{name}".strip(",")})
+        streams[key] = spec
+    return list(streams.values())
+
+
 def split_groups(seed: int, split: str, n: int | None = None) -> Iterator[Any]:
     """The GroupRecords of a generated split of n queries (default size), as the files hold them."""
     n = load_config().default_sizes[split] if n is None else int(n)
