@@ -164,15 +164,17 @@ def train_run(results: Results, name: str, config: str, options: list[str], init
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str, list[str], Path | None]]:
-    """(name, config, options, init_from) of every run, in order: the default model's first."""
-    stage2 = dict(STAGE2, **(EXTRA if args.extra else {}))
+    """(name, config, options, init_from) of every run, in order: the default model's first, then the
+    methods' other seeds, then the option rows, then stage 1's other seeds (a stopped run has the most
+    important rows)."""
     backbone = OUT / "stage1" / "model.pt"
     runs: list[tuple[str, str, list[str], Path | None]] = []
     if args.stage1:
         runs.append(("stage1", "shapes/stage1", [], None))
-    for seed in range(args.seeds):
-        for base, (config, options) in stage2.items():
-            runs.append((run_name(base, seed), config, options + seed_options(config, seed), backbone))
+    for group in (STAGE2, EXTRA if args.extra else {}):
+        for seed in range(args.seeds):
+            for base, (config, options) in group.items():
+                runs.append((run_name(base, seed), config, options + seed_options(config, seed), backbone))
     if args.stage1:
         runs += [(run_name("stage1", s), "shapes/stage1", seed_options("shapes/stage1", s), None)
                  for s in range(1, args.stage1_seeds)]
