@@ -58,6 +58,9 @@ def main() -> int:
     print(f"training: {', '.join(f'{s.name} (seed {s.seed}, {s.groups} groups)' for s in streams)}: "
           f"{tr['triplets']} triplets, {tr['distinct_scenes']} distinct scenes, "
           f"{tr['repeated_pairs']:.1f} % of triplets repeat an earlier (reference, target) pair")
+    for st in tr["per_stream"]:
+        print(f"  {st['name']} (seed {st['seed']}): {st['triplets']} triplets, {st['repeat_own']:.1f} % repeat a pair "
+              f"of the same stream, {st['in_earlier_streams']:.1f} % a pair of the streams above")
     print("| split | queries | pair in training | same caption | reference in training | target in training "
           "| gallery images in training | shared scenes |")
     print("|---|---|---|---|---|---|---|---|")

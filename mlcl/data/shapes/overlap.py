@@ -86,6 +86,7 @@ class _Seen:
     captioned: set[tuple[str, str, str]]
     triplets: int = 0
     repeated_pairs: int = 0
+    per_stream: list[dict[str, Any]] | None = None
 
 
 def _scan(streams: Iterable[StreamSpec], progress: bool) -> _Seen:
@@ -96,7 +97,11 @@ def _scan(streams: Iterable[StreamSpec], progress: bool) -> _Seen:
         from tqdm import tqdm
 
         bar = tqdm(total=sum(s.groups for s in specs), unit="group", desc="training streams")
+    seen.per_stream = []
     for spec in specs:
+        earlier = set(seen.pairs)
+        own: set[tuple[str, str]] = set()
+        stats = {"name": spec.name, "seed": spec.seed, "triplets": 0, "repeat_own": 0, "in_earlier_streams": 0}
         for grp in stream_groups(spec):
             ref = grp.reference.key
             seen.scenes.add(ref)
@@ -104,12 +109,19 @@ def _scan(streams: Iterable[StreamSpec], progress: bool) -> _Seen:
                 pair = (ref, t.key)
                 seen.triplets += 1
                 seen.repeated_pairs += pair in seen.pairs
+                stats["triplets"] += 1
+                stats["repeat_own"] += pair in own
+                stats["in_earlier_streams"] += pair in earlier
+                own.add(pair)
                 seen.pairs.add(pair)
                 seen.captioned.add((ref, t.key, c))
                 seen.scenes.add(t.key)
                 seen.scenes.update(n.key for n in negs)
             if bar is not None:
                 bar.update()
+        n = max(1, stats["triplets"])
+        seen.per_stream.append({**stats, "repeat_own": 100.0 * stats["repeat_own"] / n,
+                                "in_earlier_streams": 100.0 * stats["in_earlier_streams"] / n})
     if bar is not None:
         bar.close()
     return seen
@@ -125,13 +137,15 @@ def overlap_report(eval_splits: Mapping[str, tuple[int, str]], streams: Sequence
     training image: reference, target or hard negative); in % of its gallery's
     images, gallery_images_in_training, and of its distinct scenes,
     gallery_scenes_in_training; shared_scenes counts those scenes.  Per stream set:
-    triplets, and repeated_pairs (% of triplets whose pair an earlier one had).
+    triplets, and repeated_pairs (% of triplets whose pair an earlier one had); per_stream, the % of a
+    stream's triplets whose pair it drew before (repeat_own) or an earlier stream drew (in_earlier_streams).
     """
     seen = _scan(streams, progress)
     out: dict[str, Any] = {
         "streams": [s.__dict__ for s in streams],
         "training": {"triplets": seen.triplets, "distinct_scenes": len(seen.scenes),
-                     "repeated_pairs": 100.0 * seen.repeated_pairs / max(1, seen.triplets)},
+                     "repeated_pairs": 100.0 * seen.repeated_pairs / max(1, seen.triplets),
+                     "per_stream": seen.per_stream},
         "splits": {},
     }
     for name, (seed, split) in eval_splits.items():
