@@ -118,7 +118,8 @@ def test_every_run_setting_the_code_reads_is_known():
     for path in CONFIGS:
         known |= config_paths(OmegaConf.to_container(OmegaConf.load(path)))
     code = "\n".join(p.read_text() for p in Path(training.__file__).parent.rglob("*.py"))
-    read = set(re.findall(r"run_cfg\.get\(\s*\"([a-z_]+)\"", code))
+    read = set(re.findall(r"\brun(?:_cfg)?\.get\(\s*\"([a-z0-9_]+)\"", code))
+    assert {"t0_epochs", "beta2", "sscl_redraw_every"} <= read
     assert read and {f"run.{k}" for k in read} <= known
 
 
