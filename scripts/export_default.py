@@ -3,8 +3,9 @@
     .venv/bin/python scripts/export_default.py output/shapes/stage2_mlcl/model.pt
 
 Stores the weights in fp16 (the package stays small; loading restores fp32)
-and records the training runs' summaries and the evaluation results in the
-checkpoint's `extra`, which `mlcl info` prints.
+and records the training runs' summaries and the evaluation results (from
+output/shapes/results.json: test, novel, hard; seed 0 and the unseen seed) in
+the checkpoint's `extra`, which `mlcl info` prints.
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ def main() -> int:
         if path.is_file():
             extra[key] = json.loads(path.read_text())
     if args.results.is_file():
-        rows = json.loads(args.results.read_text())["rows"]
-        mlcl_row = next(r for r in rows if r["method"].startswith("MLCL, train"))
-        extra["metrics"] = {split: mlcl_row[split] for split in ("test", "novel")}
+        # scripts/shapes_results.py's evaluations of this run (train-consistent weighting): test, novel and
+        # hard of the development splits (seed 0) and, as "<split>@2027", of the unseen-seed splits.
+        run = args.checkpoint.resolve().parent.name
+        evals = json.loads(args.results.read_text()).get("evals", {})
+        extra["metrics"] = {(e["split"] if e["seed"] == 0 else f"{e['split']}@{e['seed']}"): e["metrics"]
+                            for e in evals.values() if e["run"] == run and "--query" not in e["command"]
+                            and "released" not in e["command"]}
     save_checkpoint(model, args.out, extra=extra, half=True)
     size = args.out.stat().st_size
     print(f"wrote {args.out} ({size / 1e6:.1f} MB)")

@@ -124,3 +124,42 @@ def test_info_ends_a_missing_or_foreign_file_with_one_line(tmp_path, capsys):
     foreign.write_bytes(b"PK not really a zip")
     assert main(["info", str(foreign)]) == 2
     assert capsys.readouterr().err == f"mlcl info: checkpoint {foreign} is not a PyTorch checkpoint (not a torch.save archive)\n"
+
+
+def _small_shapes(monkeypatch, tmp_path, fake_ckpt):
+    import functools
+
+    import mlcl.data.shapes as shapes
+    import mlcl.paths
+
+    monkeypatch.setenv("MLCL_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(mlcl.paths, "DEFAULT_CHECKPOINT", fake_ckpt.path)
+    monkeypatch.setattr(shapes, "ensure_shapes", functools.partial(shapes.ensure_shapes, n=12))
+    return tmp_path / "home"
+
+
+def test_config_takes_the_short_form_of_mlcl_train(tmp_path, fake_ckpt, monkeypatch, capsys):
+    """`mlcl eval --config shapes/stage2_mlcl` finds training/configs/shapes/stage2_mlcl.yaml, as `mlcl train` does."""
+    pytest.importorskip("lavis")
+    from mlcl_cli.commands.eval import resolve_config
+
+    path = resolve_config("shapes/stage2_mlcl")
+    assert path.name == "stage2_mlcl.yaml" and path.parent.name == "shapes"
+    assert config_defaults(path) == {"dataset": "shapes", "split": "val", "batch_size": 256, "num_workers": 0}
+    _small_shapes(monkeypatch, tmp_path, fake_ckpt)
+    assert main(BASE + ["--config", "shapes/stage2_mlcl", "--limit", "4", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) >= {"R@1", "R@10"}
+    assert main(BASE + ["--config", "shapes/no_such_config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlcl eval: config 'shapes/no_such_config' not found") and "\n" not in err
+
+
+def test_seed_picks_the_generated_split_and_only_for_shapes(tmp_path, fake_ckpt, monkeypatch, capsys):
+    home = _small_shapes(monkeypatch, tmp_path, fake_ckpt)
+    assert main(BASE + ["--split", "hard", "--seed", "5", "--limit", "4", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert {"form", "reference"} <= set(obj["breakdown"])  # the hard split's own error analysis
+    manifest = json.loads((home / "data" / "shapes-seed5-64px" / "manifest.shapes.hard.json").read_text())
+    assert manifest["seed"] == 5 and manifest["split"] == "hard"
+    assert main(BASE + ["--dataset", "cirr", "--data-root", str(tmp_path), "--seed", "5"]) == 2
+    assert "--seed is only for --dataset shapes" in capsys.readouterr().err

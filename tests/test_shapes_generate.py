@@ -22,7 +22,8 @@ from mlcl.data.shapes.refer import Expression
 from mlcl.data.shapes.render import Geometry
 from mlcl.data.shapes.scene import Obj, Scene
 
-SMALL = {"train": 300, "val": 60, "test": 200, "novel": 120}
+SMALL = {"train": 300, "val": 60, "test": 200, "novel": 120, "hard": 120}
+ONE_EDIT_SPLITS = [s for s in SPLITS if s != "hard"]
 
 
 def _split_files(root: Path, split: str) -> dict[str, str]:
@@ -35,7 +36,7 @@ def _split_files(root: Path, split: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def small_root(tmp_path_factory) -> Path:
-    # All four splits with two processes, to compare with splits made alone.
+    # All splits with two processes, to compare with splits made alone.
     return generate_shapes(tmp_path_factory.mktemp("shapes") / "all", seed=0, sizes=SMALL, workers=2,
                            progress=False)
 
@@ -137,7 +138,7 @@ def test_other_image_size_decodes(tmp_path):
 
 
 # ---------------------------------------------------------- triplets/texts
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ONE_EDIT_SPLITS)
 def test_targets_follow_from_reference_and_caption(small_root, split):
     cfg = load_config()
     ds = ShapesDataset(small_root, split)
@@ -162,7 +163,9 @@ def test_distributions(small_root):
     ds = ShapesDataset(small_root, "train")
     counts = collections.Counter(len(t["reference_scene"]) for t in ds.triplets)
     assert set(counts) == set(range(cfg.min_objects, cfg.max_objects + 1))
-    assert max(counts.values()) < 2 * min(counts.values())  # about even
+    # About even, but for one-object references: half of those scenes are the evaluation splits' share.
+    many = [counts[n] for n in range(cfg.reserved_max_objects + 1, cfg.max_objects + 1)]
+    assert max(many) < 2 * min(many) and 0.2 * min(many) < counts[1] < min(many)
     kinds = collections.Counter(t["kind"] for t in ds.triplets)
     assert set(kinds) == set(cfg.kinds) and min(kinds.values()) > 0.5 * len(ds) / len(cfg.kinds)
     assert len({t["caption"] for t in ds.triplets}) > 0.7 * len(ds)  # short captions may recur
@@ -184,10 +187,58 @@ def test_evaluation_gallery_holds_references_targets_and_hard_negatives(small_ro
     assert near > 0.5 * len(ds)
 
 
+def test_hard_split_targets_follow_from_reference_and_edits(small_root):
+    """Hard queries: 6-8 objects, one or two edits in one caption, objects named in the reference (some
+    by a relation to another object); applying the edits in order gives the target."""
+    from mlcl.data.shapes.refer import referring_expression_from_json
+
+    cfg = load_config()
+    h = cfg.hard
+    ds = ShapesDataset(small_root, "hard")
+    assert len(ds) == SMALL["hard"]
+    forms, relational = collections.Counter(), 0
+    gallery_keys = {ds.scene_key(n) for n in ds.gallery}
+    for t in ds.triplets:
+        ref, target = Scene.from_json(t["reference_scene"]), Scene.from_json(t["target_scene"])
+        assert ref.key == ds.scene_key(t["reference"]) and target.key == ds.scene_key(t["target"])
+        assert h.min_objects <= len(ref) <= h.max_objects and h.min_objects <= len(target) <= h.max_objects
+        assert not (ref.pairs() | target.pairs()) & cfg.held_out_pairs
+        mods = [Modification.from_json(m) for m in t["modifications"]]
+        assert t["kind"] == "+".join(m.kind for m in mods)
+        scene = ref
+        for m in mods:
+            scene = apply(scene, m, h.limits)
+        assert scene == target != ref
+        for i, (m, e) in enumerate(zip(mods, t["expressions"])):
+            if m.kind == "add":
+                assert e is None
+            elif e == {"pronoun": "it"}:  # the second edit acts on the first one's object
+                assert i == 1 and m.obj == mods[0].new_object() and t["form"] == "two edits, one object"
+                assert " and " in t["caption"] and " it" in t["caption"]
+            else:  # named in the reference, unambiguously
+                expr = referring_expression_from_json(e)
+                assert expr.referents(ref) == [m.obj], (t["caption"], e)
+                assert expr.text() in t["caption"]
+                relational += bool(e.get("relation"))
+        if len(mods) == 2:
+            # both edits matter, and each one-edit intermediate is in the gallery as a hard negative
+            partials = [apply(ref, mods[0], h.limits)]
+            if t["form"] == "two edits, two objects":
+                assert not mods[0].changed_cells() & mods[1].changed_cells()
+                try:
+                    partials.append(apply(ref, mods[1], h.limits))
+                except ValueError:  # the second edit alone leaves too few or too many objects
+                    pass
+            assert all(p != target and p.key in gallery_keys for p in partials)
+        forms[t["form"]] += 1
+    assert set(forms) == {"one edit", "two edits, one object", "two edits, two objects"}
+    assert 0.3 < forms["one edit"] / len(ds) < 0.7 and relational > 0.15 * len(ds)
+
+
 def test_novel_pairs_never_occur_outside_the_novel_split(small_root):
     held = load_config().held_out_pairs
     assert len(held) >= 2
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test", "hard"):
         ds = ShapesDataset(small_root, split)
         for name in ds.image_names:
             assert not (ds.scene(name).pairs() & held), (split, name)

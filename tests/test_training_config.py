@@ -85,6 +85,54 @@ def test_options_override_and_model_type_switches_backbone():
         load_config("shapes/stage1", ["run.max_epoch"])
 
 
+@pytest.mark.parametrize("option, meant", [
+    ("max_steps=3", "run.max_steps"),  # a new user's first try: the section is missing
+    ("run.max_stepz=3", "run.max_steps"),
+    ("model.normalise_features=true", "model.normalize_features"),
+    ("datasets.shapes.procedural.group=8", "datasets.shapes.procedural.groups"),
+])
+def test_unknown_option_key_is_refused_naming_the_closest(option, meant):
+    with pytest.raises(ValueError, match=f"unknown option key '{option.split('=')[0]}' \\(did you mean '{meant}'"):
+        load_config("shapes/stage1", ["run.max_epoch=1", option])
+
+
+def test_keys_of_the_config_and_the_schema_are_accepted():
+    cfg = load_config("shapes/stage1", [
+        "run.max_steps=3", "run.overwrite=true", "run.resume_ckpt_path=auto", "run.grad_clip=1.0",
+        "datasets.shapes.root=/tmp/x", "datasets.shapes.sizes.test=5", "datasets.shapes.procedural.groups=8",
+        "model.model_type=micro", "model.load_from=null"])
+    assert cfg.run_cfg.max_steps == 3 and cfg.datasets_cfg.shapes.procedural.groups == 8
+    # a null section in the defaults still takes the schema's sub-keys
+    load_config("shapes/stage2_mlcl", ["datasets.shapes.procedural=null", "run.sscl_redraw_every=1"])
+
+
+def test_every_run_setting_the_code_reads_is_known():
+    """The schema lists every run.* key the training code reads with a default (else --options would refuse it)."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    from training.options import config_paths, schema_paths
+
+    known, _ = schema_paths(["shapes"])
+    for path in CONFIGS:
+        known |= config_paths(OmegaConf.to_container(OmegaConf.load(path)))
+    code = "\n".join(p.read_text() for p in Path(training.__file__).parent.rglob("*.py"))
+    read = set(re.findall(r"\brun(?:_cfg)?\.get\(\s*\"([a-z0-9_]+)\"", code))
+    assert {"t0_epochs", "beta2", "sscl_redraw_every"} <= read
+    assert read and {f"run.{k}" for k in read} <= known
+
+
+def test_mlcl_train_refuses_an_unknown_key_before_any_work(tmp_path, capsys):
+    from mlcl_cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--config", "shapes/stage1", "--output", str(out), "--options", "max_steps=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown option key 'max_steps' (did you mean 'run.max_steps'?)" in err and "\n" not in err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------- augmentation
 def test_named_policies_build():
     for name in load_policies():

@@ -223,6 +223,32 @@ def test_cached_features_equal_reencoding_and_eval_preprocessing(env, stage1):
     assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_sscl_redraw_replaces_the_cached_views_with_the_documented_draw(env, stage1):
+    """run.sscl_redraw_every: the K cached views change at the re-draw epoch, to exactly the views that
+    redraw_sscl_views gives with the documented seed (run.seed * 1000 + epoch); other epochs keep them."""
+    from training.features import redraw_sscl_views
+
+    cfg = load_config("shapes/stage2_mlcl", opts(env, "redraw", f"model.init_from={stage1['checkpoint']}",
+                                                 "run.batch_size_train=32", "run.sscl_cached_views=2",
+                                                 "run.sscl_redraw_every=2", "run.seed=7"))
+    runner = build(cfg)
+    cache = runner.train_loader.cache
+    before = cache.f_aug.clone()
+    runner._maybe_redraw_views(1)  # not a re-draw epoch
+    assert torch.equal(cache.f_aug, before)
+    runner._maybe_redraw_views(2)
+    after = cache.f_aug.clone()
+    assert after.shape == before.shape and not torch.allclose(after, before)
+    # The same draw, made independently: a copy of the cache re-drawn with seed 7 * 1000 + 2.
+    cache.f_aug = before.clone()
+    redraw_sscl_views(cache, runner.mlcl, runner.train_dataset, 7 * 1000 + 2, batch_size=64)
+    assert torch.allclose(cache.f_aug, after, atol=1e-6)
+    # Another seed draws other views (the seed is what makes the re-draw reproducible).
+    cache.f_aug = before.clone()
+    redraw_sscl_views(cache, runner.mlcl, runner.train_dataset, 7 * 1000 + 3, batch_size=64)
+    assert not torch.allclose(cache.f_aug, after)
+
+
 def test_cpu_runner_fixes(env, stage1):
     import torch.distributed as dist
 

@@ -55,7 +55,9 @@ def load_config(config_path: str | Path, options: Sequence[str] = ()) -> Any:
     bad = [o for o in options if "=" not in o]
     if bad:
         raise ValueError(f"options must be key=value, got {bad}")
-    cfg = _config_class()(SimpleNamespace(cfg_path=str(resolve_config_path(config_path)), options=list(options)))
+    path = str(resolve_config_path(config_path))
+    check_options(path, options)
+    cfg = _config_class()(SimpleNamespace(cfg_path=path, options=list(options)))
     run = cfg.run_cfg
     if run.get("task") is None:
         run.task = DEFAULT_TASK
@@ -64,6 +66,19 @@ def load_config(config_path: str | Path, options: Sequence[str] = ()) -> Any:
     if run.get("output_dir") is None:
         raise ValueError("run.output_dir is not set (pass --output DIR)")
     return cfg
+
+
+def check_options(config_path: str | Path, options: Sequence[str]) -> None:
+    """Refuse an option key that neither the merged config nor training/configs/schema.yaml knows
+    (ValueError naming the closest known key): LAVIS would store it and train without it."""
+    if not options:
+        return
+    from omegaconf import OmegaConf
+
+    from training.options import check_option_keys
+
+    plain = _config_class()(SimpleNamespace(cfg_path=str(config_path), options=[]))
+    check_option_keys(options, OmegaConf.to_container(plain.config, resolve=False))
 
 
 def _check_output_dir(cfg: Any) -> None:

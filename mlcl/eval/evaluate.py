@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, MutableMapping, Protocol, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -119,18 +119,33 @@ def run_task(
     num_workers: int = 2,
     chunk_size: int = 1024,
     progress: bool = True,
+    feature_cache: MutableMapping[Any, torch.Tensor] | None = None,
 ) -> TaskOutput:
-    """Encode one task and (if labeled) rank its queries."""
+    """Encode one task and (if labeled) rank its queries.
+
+    feature_cache: image and text features by input, reused when present (for
+    several models that share one frozen backbone: the caller keys the cache by it).
+    """
     if len(task) == 0:
         raise ValueError(f"{task.name}: no queries")
     names = task.image_names()
     paths = [task.image_path(n) for n in names]
-    feats = encode_image_features(model, paths, batch_size, num_workers, progress, desc=f"{task.name} images")
+
+    def cached(key: Any, encode: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if feature_cache is None:
+            return encode()
+        if key not in feature_cache:
+            feature_cache[key] = encode()
+        return feature_cache[key]
+
+    feats = cached(("images", tuple(map(str, paths))), lambda: encode_image_features(
+        model, paths, batch_size, num_workers, progress, desc=f"{task.name} images"))
     row = {n: i for i, n in enumerate(names)}
     # Rows by name, not position: image_names() de-duplicates, so positions need not match the gallery list.
     gallery_rows = torch.tensor([row[n] for n in task.gallery], device=feats.device)
     gallery = model.gallery_vectors(feats[gallery_rows]).float()
-    f_txt = encode_text_features(model, task.captions, batch_size, progress)
+    f_txt = cached(("texts", tuple(task.captions)),
+                   lambda: encode_text_features(model, task.captions, batch_size, progress))
     ref_rows = torch.tensor([row[r] for r in task.references], device=feats.device)
     queries = torch.cat(
         [
@@ -173,10 +188,14 @@ def evaluate(
     progress: bool = True,
     submission_dir: str | Path | None = None,
     ds: Any = None,
+    seed: int = 0,
+    feature_cache: MutableMapping[Any, torch.Tensor] | None = None,
 ) -> EvalResult:
     """Evaluate `model` on a benchmark split by its official protocol.
 
-    `ds` may pass an already loaded data set (else it is loaded from `root`).
+    `ds` may pass an already loaded data set (else it is loaded from `root`;
+    shapes: the split of generation seed `seed`, generated if missing).
+    `feature_cache`: see run_task.
     `limit` keeps the first N queries (per category on FashionIQ); the gallery
     stays whole.  `submission_dir` (CIRR only) writes the test-server files.
     Metrics are empty on splits without targets (CIRR test1).
@@ -188,11 +207,11 @@ def evaluate(
     if submission_dir is not None and dataset != "cirr":
         raise ValueError("submission files exist only for CIRR")
     if ds is None:
-        ds = load_dataset(dataset, root, split, progress=progress)
+        ds = load_dataset(dataset, root, split, progress=progress, seed=seed)
     tasks = build_tasks(dataset, ds, limit)
     if hasattr(model, "eval"):
         model.eval()
-    outputs = [run_task(model, t, batch_size, num_workers, chunk_size, progress) for t in tasks]
+    outputs = [run_task(model, t, batch_size, num_workers, chunk_size, progress, feature_cache) for t in tasks]
     labeled = all(o.ranks is not None for o in outputs)
     result = EvalResult(
         dataset=dataset,

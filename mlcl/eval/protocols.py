@@ -159,6 +159,19 @@ def _shapes_kinds() -> list[str]:
     return list(load_config().kinds)
 
 
+def _shapes_breakdown(trips: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Query groups for the error analysis: modification kind, objects in the reference; on the
+    hard split also the form (one edit, two on one object, two on two) and how objects are named."""
+    out = {
+        "kind": [str(t.get("kind", "?")) for t in trips],
+        "objects": [str(len(t["reference_scene"])) if "reference_scene" in t else "?" for t in trips],
+    }
+    if trips and "form" in trips[0]:
+        out["form"] = [str(t["form"]) for t in trips]
+        out["reference"] = ["relational" if t.get("relational") else "plain" for t in trips]
+    return out
+
+
 def shapes_tasks(ds: Any, limit: int | None = None) -> list[RetrievalTask]:
     """Hits are all gallery images whose scene equals the target's (several per query)."""
     spec = PROTOCOLS["shapes"]
@@ -178,20 +191,17 @@ def shapes_tasks(ds: Any, limit: int | None = None) -> list[RetrievalTask]:
             positives=[list(by_scene.get(ds.scene_key(t["target"]), [])) for t in trips],
             exclude=_ref_exclusion(trips, spec),
             # Error analysis: recall per modification kind and per number of objects in the reference.
-            extra={"breakdown": {
-                "kind": [str(t.get("kind", "?")) for t in trips],
-                "objects": [str(len(t["reference_scene"])) if "reference_scene" in t else "?" for t in trips],
-            }, "breakdown_order": {"kind": _shapes_kinds()}},
+            extra={"breakdown": _shapes_breakdown(trips), "breakdown_order": {"kind": _shapes_kinds()}},
         )
     ]
 
 
-def load_dataset(dataset: str, root: str | Path | None, split: str, progress: bool = False) -> Any:
-    """Load a benchmark split with its plain loader (shapes: generated if missing)."""
+def load_dataset(dataset: str, root: str | Path | None, split: str, progress: bool = False, seed: int = 0) -> Any:
+    """Load a benchmark split with its plain loader (shapes: of generation seed `seed`, generated if missing)."""
     if dataset == "shapes":
         from mlcl.data.shapes import ShapesDataset, ensure_shapes
 
-        return ShapesDataset(ensure_shapes(root=root, split=split, progress=progress), split)
+        return ShapesDataset(ensure_shapes(root=root, split=split, seed=seed, progress=progress), split)
     if root is None:
         raise ValueError(f"--data-root is required for {dataset} (its data cannot be downloaded here)")
     if dataset == "fashioniq":

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-SPLITS = ("train", "val", "test", "novel")  # = mlcl.data.shapes.config.SPLITS, kept here to import nothing
+SPLITS = ("train", "val", "test", "novel", "hard")  # = mlcl.data.shapes.config.SPLITS, kept here to import nothing
 
 
 def _split_list(text: str) -> list[str]:
@@ -33,7 +33,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="generate the synthetic shapes benchmark (CSS-like scenes + modification texts)",
         description=(
             "Generate the shapes benchmark: scenes of 1-5 coloured shapes on a 3x3 grid, "
-            "rendered with Pillow, with modification captions. Deterministic from --seed; "
+            "rendered with Pillow, with modification captions (the hard split: 6-8 shapes, up to two edits). "
+            "Deterministic from --seed; "
             "each split is identical whether generated alone or with the others. See docs/shapes.md."
         ),
     )
@@ -42,11 +43,11 @@ def register(parser: argparse.ArgumentParser) -> None:
                         "MLCL_HOME defaulting to ~/.cache/mlcl)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--size", type=int, default=64, metavar="PIXELS", help="image side in pixels (default: 64)")
-    for split, n in (("train", 20000), ("val", 2000), ("test", 2000), ("novel", 2000)):
+    for split, n in (("train", 20000), ("val", 2000), ("test", 2000), ("novel", 2000), ("hard", 2000)):
         p.add_argument(f"--n-{split}", type=int, default=None, metavar="N",
                        help=f"{split} triplets (default: {n})")
     p.add_argument("--splits", type=_split_list, action="extend", default=None, metavar="SPLIT[,SPLIT]",
-                   help="splits to write, comma-separated or repeated (default: all four)")
+                   help="splits to write, comma-separated or repeated (default: all five)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPUs, at most 8)")
     p.add_argument("--baselines", action="store_true",
                    help="also print the text-only / image-only oracle recalls of the evaluation splits")
@@ -78,7 +79,7 @@ def run_shapes(args: argparse.Namespace) -> int:
         from mlcl.data.shapes.baselines import oracle_baselines
 
         for split in splits:
-            if split == "train":
+            if split in ("train", "hard"):  # no gallery / captions the oracle's parser reads (two edits)
                 continue
             res = oracle_baselines(ShapesDataset(root, split))
             for method, recalls in res.items():

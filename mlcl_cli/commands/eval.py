@@ -3,7 +3,8 @@
     mlcl eval --dataset shapes --split test            # bundled default model
     mlcl eval --checkpoint model.pt --dataset fashioniq --data-root /data/fashionIQ_dataset
     mlcl eval --checkpoint model.pt --dataset cirr --split test1 --data-root /data/cirr --submission out/
-    mlcl eval --config training/configs/shapes.yaml --json
+    mlcl eval --config shapes/stage2_mlcl --checkpoint output/shapes/stage2_mlcl/model.pt --json
+    mlcl eval --split hard --seed 2027                 # the hard split of the unseen-seed set
 
 Heavy imports (torch, the model) happen inside `run` so `mlcl --help` stays fast.
 """
@@ -22,11 +23,15 @@ CONFIG_ALIASES = {"fashioniq": ("fashioniq", "fashion_iq", "fiq"), "cirr": ("cir
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="LAVIS-style YAML; its run/datasets keys give defaults")
+    parser.add_argument("--config", help="LAVIS-style YAML whose run/datasets keys give defaults: a path, or one "
+                                          "relative to training/configs/ as for mlcl train (e.g. shapes/stage2_mlcl)")
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the bundled shapes model)")
     parser.add_argument("--dataset", choices=DATASETS, help="benchmark (default: shapes)")
     parser.add_argument("--data-root", type=Path, help="data set folder (shapes: generated there if missing)")
-    parser.add_argument("--split", help="split (defaults: shapes test, fashioniq val, cirr val, shoes eval)")
+    parser.add_argument("--split", help="split (defaults: shapes test, fashioniq val, cirr val, shoes eval; "
+                                         "shapes also novel, hard, val)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="shapes: generation seed of the split (default 0; the unseen-seed splits: 2027)")
     parser.add_argument("--batch-size", type=int, help="images/captions per encoding batch (default 64)")
     parser.add_argument("--num-workers", type=int, help="DataLoader workers for image decoding (default 2)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="queries scored at once (memory ~ chunk x gallery)")
@@ -52,6 +57,19 @@ def _dataset_from_name(name: str) -> str | None:
     return None
 
 
+def resolve_config(config: str) -> Path:
+    """A config path as `mlcl train` takes it: a file, or a path relative to training/configs/ ("shapes/stage1")."""
+    path = Path(config).expanduser()
+    if path.is_file():
+        return path
+    try:
+        from training.api import resolve_config_path
+    except ModuleNotFoundError as exc:  # training needs LAVIS (the train extra)
+        raise FileNotFoundError(f"config {config!r} not found (short names such as shapes/stage1 need the "
+                                f"training package: pip install 'mlcl[train]')") from exc
+    return resolve_config_path(config)
+
+
 def config_defaults(path: Path) -> dict[str, Any]:
     """Read the few keys `mlcl eval` uses from a LAVIS-style YAML, loosely.
 
@@ -64,6 +82,8 @@ def config_defaults(path: Path) -> dict[str, Any]:
 
     with open(path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path} is not a YAML mapping of config sections")
     run_cfg = cfg.get("run") or {}
     datasets = cfg.get("datasets") or {}
     out: dict[str, Any] = {}
@@ -91,7 +111,11 @@ def run(args: argparse.Namespace) -> int:
     from mlcl.eval.evaluate import evaluate
     from mlcl.eval.report import format_table, metrics_json
 
-    defaults = config_defaults(args.config) if args.config else {}
+    try:
+        defaults = config_defaults(resolve_config(args.config)) if args.config else {}
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"mlcl eval: {exc}", file=sys.stderr)
+        return 2
     dataset = args.dataset or defaults.get("dataset") or "shapes"
     data_root = args.data_root or defaults.get("data_root")
     split = args.split or defaults.get("split")
@@ -99,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
     num_workers = args.num_workers if args.num_workers is not None else defaults.get("num_workers", 2)
     if args.submission and dataset != "cirr":
         print("mlcl eval: --submission is only for --dataset cirr", file=sys.stderr)
+        return 2
+    if args.seed and dataset != "shapes":
+        print("mlcl eval: --seed is only for --dataset shapes (a generated benchmark)", file=sys.stderr)
         return 2
 
     from mlcl.model import load_checkpoint
@@ -133,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(
             model, dataset, root=data_root, split=split, limit=args.limit, batch_size=batch_size,
             num_workers=num_workers, chunk_size=args.chunk_size, progress=not args.no_progress,
-            submission_dir=args.submission,
+            submission_dir=args.submission, seed=args.seed,
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         # KeyError's str() quotes its message; show the message itself.

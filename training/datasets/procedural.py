@@ -3,7 +3,9 @@
 `datasets.shapes.procedural: {groups: N, queries_per_group: k, target_siblings: s, seed: S}`
 replaces the fixed train split by N groups per epoch of mlcl.data.shapes.procedural
 (k queries sharing a reference, s text-only hard negatives per query), drawn
-and rendered on demand; each epoch draws new groups, so no triplet is seen twice.  Batches are
+and rendered on demand; each epoch draws new groups of the stream (the stream
+never draws a scene of an evaluation gallery, and its small scenes do recur:
+mlcl.data.shapes.procedural).  Batches are
 whole groups (`group_size`), so the in-batch negatives of a query include the
 other edits of its reference and the siblings of its target, as in the
 evaluation galleries.
@@ -150,8 +152,13 @@ class ProceduralShapesTriplets(TripletDataset):
         return list(self.triplets[i]["negatives"])
 
     def identity(self) -> dict[str, Any]:
+        from mlcl.data.shapes.exclusion import exclusion_fingerprint, training_exclusion
+        from mlcl.data.shapes.generate import GENERATOR_VERSION
+
+        # The groups depend on the scenes they must avoid (every evaluation gallery's) and on the generator.
         return {"dataset": self.dataset_name, "split": self.split, "procedural": self.describe(),
-                "generator": "mlcl.data.shapes.procedural/1"}
+                "generator": f"mlcl.data.shapes.procedural/{GENERATOR_VERSION}",
+                "excluded": exclusion_fingerprint(training_exclusion())}
 
     def image_batches(self, names: Sequence[str], augment: bool = False, batch_size: int = 64,
                       num_workers: int = 0) -> Iterator[torch.Tensor]:

@@ -9,7 +9,25 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_PATH = Path(__file__).with_name("config.yaml")
-SPLITS = ("train", "val", "test", "novel")
+SPLITS = ("train", "val", "test", "novel", "hard")
+EVAL_SPLITS = ("val", "test", "novel", "hard")  # splits with a gallery (evaluation protocol)
+RELATIONS = ("left", "right", "above", "below")
+
+
+@dataclass(frozen=True)
+class HardConfig:
+    """The hard split's generation settings (config.yaml `hard`)."""
+
+    min_objects: int
+    max_objects: int
+    two_edits: float
+    same_object: float
+    relational: float
+    partial_negatives: bool
+
+    @property
+    def limits(self) -> tuple[int, int]:
+        return self.min_objects, self.max_objects
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,12 @@ class ShapesConfig:
     default_sizes: dict[str, int]
     templates: dict[str, tuple[str, ...]]
     size_words: dict[str, dict[str, str]]
+    training_exclusion_seeds: tuple[int, ...]
+    training_exclusion_splits: tuple[str, ...]
+    reserved_max_objects: int
+    reserved_evaluation_share: float
+    hard: HardConfig
+    relation_phrases: dict[str, str]
     sha256: str
 
     @property
@@ -74,6 +98,19 @@ def _parse(raw: dict[str, Any], sha: str) -> ShapesConfig:
         default_sizes={k: int(v) for k, v in raw["default_sizes"].items()},
         templates={k: tuple(v) for k, v in raw["templates"].items()},
         size_words={k: dict(v) for k, v in raw["size_words"].items()},
+        training_exclusion_seeds=tuple(int(x) for x in raw["training_exclusion"]["seeds"]),
+        training_exclusion_splits=tuple(raw["training_exclusion"]["splits"]),
+        reserved_max_objects=int(raw["reserved_scenes"]["max_objects"]),
+        reserved_evaluation_share=float(raw["reserved_scenes"]["evaluation_share"]),
+        hard=HardConfig(
+            min_objects=int(raw["hard"]["objects_per_scene"][0]),
+            max_objects=int(raw["hard"]["objects_per_scene"][1]),
+            two_edits=float(raw["hard"]["two_edits"]),
+            same_object=float(raw["hard"]["same_object"]),
+            relational=float(raw["hard"]["relational"]),
+            partial_negatives=bool(raw["hard"]["partial_negatives"]),
+        ),
+        relation_phrases={k: str(v) for k, v in raw["relation_phrases"].items()},
         sha256=sha,
     )
     _validate(cfg)
@@ -102,6 +139,18 @@ def _validate(cfg: ShapesConfig) -> None:
         problems.append(f"default_sizes must name exactly the splits {SPLITS}")
     if cfg.train_queries_per_reference < 1 or cfg.eval_queries_per_reference < 1:
         problems.append("*_queries_per_reference must be at least 1")
+    bad = [s for s in cfg.training_exclusion_splits if s not in EVAL_SPLITS]
+    if bad:
+        problems.append(f"training_exclusion.splits: {bad} are not evaluation splits {EVAL_SPLITS}")
+    if not 0 < cfg.reserved_evaluation_share < 1:
+        problems.append("reserved_scenes.evaluation_share must be in (0, 1)")
+    h = cfg.hard
+    if not 1 <= h.min_objects <= h.max_objects < cfg.n_cells:
+        problems.append("hard.objects_per_scene must satisfy 1 <= min <= max < number of cells")
+    if not all(0 <= x <= 1 for x in (h.two_edits, h.same_object, h.relational)):
+        problems.append("hard.two_edits, hard.same_object and hard.relational are fractions in [0, 1]")
+    if set(cfg.relation_phrases) != set(RELATIONS):
+        problems.append(f"relation_phrases must name exactly {RELATIONS}")
     if problems:
         raise ValueError(f"invalid shapes config {CONFIG_PATH}: " + "; ".join(problems))
 

@@ -18,9 +18,10 @@ import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Container, Iterator, Mapping, Sequence
 
 from .config import SPLITS, load_config
+from .exclusion import TrainingShare, training_exclusion
 from .modify import Modification, apply, random_scene, sample_modification
 from .phrasing import caption
 from .refer import minimal_expression
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 # Bump when the code changes the generated data for the same config;
 # ensure_shapes() then regenerates splits written by older versions.
-GENERATOR_VERSION = "1"
+# 2: the train split avoids every evaluation gallery's scenes; the hard split.
+GENERATOR_VERSION = "2"
 DATASET_NAME = "shapes"
 
 
@@ -87,9 +89,15 @@ def queries_per_group(split: str) -> int:
     return cfg.train_queries_per_reference if split == "train" else cfg.eval_queries_per_reference
 
 
-def _sample_group(rng: random.Random, novel: bool, k: int) -> tuple[Scene, list[Modification]]:
+def _sample_group(rng: random.Random, novel: bool, k: int,
+                  excluded: Container[str] = frozenset()) -> tuple[Scene, list[Modification]]:
     """A reference scene (object count uniform) and k edits of it with distinct
-    targets (each: kind uniform among those possible here, then uniform)."""
+    targets (each: kind uniform among those possible here, then uniform).
+
+    excluded: scene keys neither the reference nor a target may have: they are
+    re-drawn (training: the evaluation galleries' scenes; evaluation: the
+    small scenes reserved for training, mlcl.data.shapes.exclusion).
+    """
     cfg = load_config()
     held_out = cfg.held_out_pairs
     kinds = cfg.novel_kinds if novel else cfg.kinds
@@ -98,6 +106,8 @@ def _sample_group(rng: random.Random, novel: bool, k: int) -> tuple[Scene, list[
     counts = range(cfg.min_objects, cfg.max_objects + 1)
     for _ in range(1000):
         ref = random_scene(rng, counts[rng.randrange(len(counts))], forbidden=held_out)
+        if ref.key in excluded:
+            continue
         mods: list[Modification] = []
         targets: set[Scene] = set()
         for _ in range(20 * k):
@@ -107,7 +117,7 @@ def _sample_group(rng: random.Random, novel: bool, k: int) -> tuple[Scene, list[
             if mod is None:
                 break
             t = apply(ref, mod)
-            if t not in targets:
+            if t not in targets and t.key not in excluded:
                 targets.add(t)
                 mods.append(mod)
         if len(mods) == k:
@@ -116,8 +126,8 @@ def _sample_group(rng: random.Random, novel: bool, k: int) -> tuple[Scene, list[
 
 
 def _siblings(rng: random.Random, base: Scene, count: int, avoid: set[Scene], kinds: Sequence[str],
-              **constraints: Any) -> list[Scene]:
-    """Up to `count` distinct one-edit variants of `base` not in `avoid`."""
+              excluded: Container[str] = frozenset(), **constraints: Any) -> list[Scene]:
+    """Up to `count` distinct one-edit variants of `base` not in `avoid` (nor with a key in `excluded`)."""
     out: list[Scene] = []
     for _ in range(20 * count):
         if len(out) == count:
@@ -125,8 +135,8 @@ def _siblings(rng: random.Random, base: Scene, count: int, avoid: set[Scene], ki
         mod = sample_modification(rng, base, kinds, **constraints)
         if mod is None:
             break
-        s = apply(base, mod)
-        if s not in avoid:
+        s = apply(base, mod, constraints.get("limits"))
+        if s not in avoid and s.key not in excluded:
             avoid.add(s)
             out.append(s)
     return out
@@ -139,12 +149,20 @@ def make_group(seed: int, split: str, group: int, keep: int | None = None) -> Gr
     is kept: everything is drawn first, so a split of n queries is a prefix of
     the same split with more queries.
     """
+    if split == "hard":
+        from .hard import make_hard_group
+
+        return make_hard_group(seed, split, group, keep)
     cfg = load_config()
     rng = _group_rng(seed, split, group)
     novel = split == "novel"
     k = queries_per_group(split)
     keep = k if keep is None else keep
-    ref, mods = _sample_group(rng, novel, k)
+    # Training and evaluation are disjoint (mlcl.data.shapes.exclusion): the train split never draws a
+    # scene of an evaluation gallery (its own seed's or the config's seeds'), evaluation splits never
+    # a small scene of training's share.
+    excluded: Container[str] = training_exclusion((seed,)) if split == "train" else TrainingShare()
+    ref, mods = _sample_group(rng, novel, k, excluded)
     targets = [apply(ref, m) for m in mods]
     texts = [caption(m, ref, rng) for m in mods]
     # (role, scene, query of the group it belongs to; None = shared by all)
@@ -158,12 +176,13 @@ def make_group(seed: int, split: str, group: int, keep: int | None = None) -> Gr
         # create held-out pairs, so holding one is no give-away).
         kinds = cfg.novel_kinds if novel else cfg.kinds
         ref_constraints: dict[str, Any] = {"require": held_out} if novel else {"forbidden": held_out}
-        for j, s in enumerate(_siblings(rng, ref, cfg.reference_siblings, avoid, kinds, **ref_constraints)):
+        for j, s in enumerate(_siblings(rng, ref, cfg.reference_siblings, avoid, kinds, excluded,
+                                        **ref_constraints)):
             roles.append((f"reference_sibling_{j}", s, None))
         # Text-only hard negatives: a target with one more edit that leaves the
         # cells the caption is about alone, so the caption still fits it.
         for i, (m, t) in enumerate(zip(mods, targets)):
-            for j, s in enumerate(_siblings(rng, t, cfg.target_siblings, avoid, cfg.kinds,
+            for j, s in enumerate(_siblings(rng, t, cfg.target_siblings, avoid, cfg.kinds, excluded,
                                             forbidden=held_out, protected=m.changed_cells())):
                 roles.append((f"target_sibling_{i}_{j}", s, i))
     # Names carry no hint of an image's role: slots are shuffled per group.
@@ -217,7 +236,8 @@ def images_per_query(split: str) -> float:
     k = queries_per_group(split)
     if split == "train":
         return (1 + k) / k
-    return (1 + k + cfg.reference_siblings + k * cfg.target_siblings) / k
+    partial = 2 * cfg.hard.two_edits if split == "hard" and cfg.hard.partial_negatives else 0
+    return (1 + k + cfg.reference_siblings + k * (cfg.target_siblings + partial)) / k
 
 
 def _default_workers() -> int:
@@ -355,6 +375,9 @@ def _generate(out_dir: str | os.PathLike[str], seed: int, image_size: int, sizes
     total = round(sum(n_per_split[s] * images_per_query(s) for s in todo))
     if workers > 1 and total < 1500:
         workers = 1  # starting processes would cost more than it saves
+
+    if "train" in todo:
+        training_exclusion((seed,))  # computed once here: forked workers inherit it
 
     from tqdm import tqdm
 

@@ -48,9 +48,20 @@ class Modification:
         return cls(kind=d["kind"], obj=Obj.from_json(d["object"]), value=d["value"])
 
 
-def apply(scene: Scene, mod: Modification) -> Scene:
-    """The scene with `mod` applied; raises ValueError if it does not apply."""
+def object_limits(limits: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(fewest, most) objects a scene may hold: `limits`, else the config's objects_per_scene."""
+    if limits is not None:
+        return int(limits[0]), int(limits[1])
     cfg = load_config()
+    return cfg.min_objects, cfg.max_objects
+
+
+def apply(scene: Scene, mod: Modification, limits: tuple[int, int] | None = None) -> Scene:
+    """The scene with `mod` applied; raises ValueError if it does not apply.
+
+    limits: (fewest, most) objects the result may hold (default: the config's objects_per_scene).
+    """
+    lo, hi = object_limits(limits)
     present = scene.at(mod.obj.cell)
     if mod.kind == "add":
         if present is not None:
@@ -65,8 +76,8 @@ def apply(scene: Scene, mod: Modification) -> Scene:
             if out.at(new.cell) is not None:
                 raise ValueError(f"cannot move onto occupied cell {new.cell} of {scene}")
             out = out.with_object(new)
-    if not cfg.min_objects <= len(out) <= cfg.max_objects:
-        raise ValueError(f"{mod} leaves {len(out)} objects; allowed {cfg.min_objects}..{cfg.max_objects}")
+    if not lo <= len(out) <= hi:
+        raise ValueError(f"{mod} leaves {len(out)} objects; allowed {lo}..{hi}")
     return out
 
 
@@ -93,14 +104,17 @@ def options(
     forbidden: Collection[tuple[str, str]] = (),
     require: Collection[tuple[str, str]] | None = None,
     protected: Collection[int] = (),
+    limits: tuple[int, int] | None = None,
 ) -> list[Modification]:
     """Every modification of `kind` that keeps the scene valid.
 
     forbidden: (colour, shape) pairs the target must not gain.
     require:   if given, the modification must create one of these pairs.
     protected: cells the modification must not touch (act on, add to, move to).
+    limits:    (fewest, most) objects of the target (default: the config's objects_per_scene).
     """
     cfg = load_config()
+    lo, hi = object_limits(limits)
     n = len(scene)
     free = [c for c in scene.empty_cells() if c not in protected]
     movable = [o for o in scene if o.cell not in protected]
@@ -110,14 +124,14 @@ def options(
 
     out: list[Modification] = []
     if kind == "add":
-        if n < cfg.max_objects:
+        if n < hi:
             for cell in free:
                 for colour in cfg.colours:
                     for shape in cfg.shapes:
                         if ok((colour, shape)):
                             out += [Modification("add", Obj(cell, colour, shape, z)) for z in cfg.size_names]
     elif kind == "remove":
-        if n > cfg.min_objects and require is None:
+        if n > lo and require is None:
             out = [Modification("remove", o) for o in movable]
     elif kind == "colour":
         out = [Modification("colour", o, c) for o in movable for c in cfg.colours
@@ -144,6 +158,7 @@ def sample_modification(
     forbidden: Collection[tuple[str, str]] = (),
     require: Collection[tuple[str, str]] | None = None,
     protected: Collection[int] = (),
+    limits: tuple[int, int] | None = None,
 ) -> Modification | None:
     """A kind drawn uniformly among those possible here, then a uniform option of it.
 
@@ -158,13 +173,13 @@ def sample_modification(
         if kind == "add":
             free = [c for c in scene.empty_cells() if c not in protected]
             pairs = [p for p in allowed_pairs(forbidden) if require is None or p in require]
-            if len(scene) < cfg.max_objects and free and pairs:
+            if len(scene) < object_limits(limits)[1] and free and pairs:
                 cell = free[rng.randrange(len(free))]
                 colour, shape = pairs[rng.randrange(len(pairs))]
                 size = cfg.size_names[rng.randrange(len(cfg.size_names))]
                 return Modification("add", Obj(cell, colour, shape, size))
             continue
-        opts = options(scene, kind, forbidden=forbidden, require=require, protected=protected)
+        opts = options(scene, kind, forbidden=forbidden, require=require, protected=protected, limits=limits)
         if opts:
             return opts[rng.randrange(len(opts))]
     return None

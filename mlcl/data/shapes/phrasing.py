@@ -22,14 +22,14 @@ from .scene import Obj, Scene
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
-def _fill_values(mod: Modification, ref_scene: Scene) -> dict[str, str]:
+def _fill_values(mod: Modification, ref_scene: Scene, ref_text: str | None = None) -> dict[str, str]:
     cfg = load_config()
     vals: dict[str, str] = {}
     if mod.kind == "add":
         vals["obj"] = mod.obj.describe()
         vals["where"] = "in the " + cfg.cell_names[mod.obj.cell]
         return vals
-    vals["ref"] = minimal_expression(ref_scene, mod.obj).text()
+    vals["ref"] = minimal_expression(ref_scene, mod.obj).text() if ref_text is None else ref_text
     if mod.kind in ("colour", "shape", "size"):
         vals[mod.kind] = str(mod.value)
     if mod.kind == "size":
@@ -39,11 +39,16 @@ def _fill_values(mod: Modification, ref_scene: Scene) -> dict[str, str]:
     return vals
 
 
-def caption(mod: Modification, ref_scene: Scene, rng: random.Random) -> str:
-    """A caption for `mod` in a randomly chosen phrasing of its kind."""
+def caption(mod: Modification, ref_scene: Scene, rng: random.Random, ref_text: str | None = None) -> str:
+    """A caption for `mod` in a randomly chosen phrasing of its kind.
+
+    ref_text: how the caption names the object acted on (default: its
+    minimal referring expression in `ref_scene`; the hard split passes a
+    relational one, or "it").
+    """
     templates = load_config().templates[mod.kind]
     template = templates[rng.randrange(len(templates))]
-    return template.format(**_fill_values(mod, ref_scene))
+    return template.format(**_fill_values(mod, ref_scene, ref_text))
 
 
 def all_captions(mod: Modification, ref_scene: Scene) -> list[str]:

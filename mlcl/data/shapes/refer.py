@@ -108,3 +108,81 @@ def all_attribute_subsets() -> list[tuple[str, ...]]:
     """Every attribute set, for tests that check minimality by brute force."""
     names = ("colour", "size", "row", "column")
     return [c for k in range(len(names) + 1) for c in combinations(names, k)]
+
+
+# ------------------------------------------------------------- relations
+def related(obj: Obj, relation: str, anchor: Obj) -> bool:
+    """obj stands in `relation` to anchor: left/right = same row, a column to that side; above/below = same column."""
+    g = load_config().grid
+    (ro, co), (ra, ca) = divmod(obj.cell, g), divmod(anchor.cell, g)
+    if relation == "left":
+        return ro == ra and co < ca
+    if relation == "right":
+        return ro == ra and co > ca
+    if relation == "above":
+        return co == ca and ro < ra
+    if relation == "below":
+        return co == ca and ro > ra
+    raise ValueError(f"unknown relation {relation!r}")
+
+
+@dataclass(frozen=True)
+class RelationalExpression:
+    """'the square left of the red circle': an object described by its own
+    attributes (no position) and its relation to an anchor that an intrinsic
+    description picks out alone."""
+
+    head: Expression
+    relation: str
+    anchor: Expression
+
+    def referents(self, scene: Scene) -> list[Obj]:
+        anchors = self.anchor.referents(scene)
+        return [o for o in scene if self.head.matches(o) and any(a != o and related(o, self.relation, a)
+                                                                 for a in anchors)]
+
+    def text(self) -> str:
+        return f"{self.head.text()} {load_config().relation_phrases[self.relation]} {self.anchor.text()}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.head.to_json(), "relation": self.relation, "anchor": self.anchor.to_json()}
+
+
+def referring_expression_from_json(d: dict[str, Any]) -> "Expression | RelationalExpression":
+    if d.get("relation"):
+        return RelationalExpression(Expression.from_json(d), d["relation"], Expression.from_json(d["anchor"]))
+    return Expression.from_json(d)
+
+
+def _intrinsic_expression(scene: Scene, obj: Obj) -> Expression | None:
+    """The fewest intrinsic attributes (no position) that pick out `obj` alone, or None."""
+    for attrs in _INTRINSIC:
+        expr = expression_for(obj, attrs)
+        if len(expr.referents(scene)) == 1:
+            return expr
+    return None
+
+
+def relational_expressions(scene: Scene, obj: Obj) -> list[RelationalExpression]:
+    """Every relational expression with the fewest head attributes that picks out `obj` alone in `scene`."""
+    from .config import RELATIONS
+
+    found: list[tuple[int, RelationalExpression]] = []
+    for anchor in scene:
+        if anchor == obj:
+            continue
+        anchor_expr = _intrinsic_expression(scene, anchor)
+        if anchor_expr is None:
+            continue
+        for relation in RELATIONS:
+            if not related(obj, relation, anchor):
+                continue
+            for attrs in _INTRINSIC:
+                expr = RelationalExpression(expression_for(obj, attrs), relation, anchor_expr)
+                if expr.referents(scene) == [obj]:
+                    found.append((len(attrs), expr))
+                    break
+    if not found:
+        return []
+    fewest = min(n for n, _ in found)
+    return [e for n, e in found if n == fewest]
