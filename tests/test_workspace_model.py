@@ -116,3 +116,23 @@ def test_a_serving_indexer_holds_its_workspace(tmp_path):
     handle = try_exclusive(indexer.workdir)
     assert handle is not None
     handle.close()
+
+
+def test_mlcl_serve_refuses_a_workspace_of_another_model_in_one_line(tmp_path, capsys):
+    from helpers import tiny_checkpoint
+
+    from mlcl.model_id import checkpoint_id
+    from mlcl_cli.cli import main
+    from mlcl_cli.flows import free_port
+
+    checkpoint = tiny_checkpoint()
+    indexer = make_indexer(tmp_path / "ws")
+    indexer.index(gallery(["1"], model=MODEL_A))
+    indexer.close()
+    ports = ["--grpc-port", str(free_port()), "--http-port", str(free_port())]
+    assert main(["serve", "--workspace", str(tmp_path / "ws"), "--checkpoint", str(checkpoint), *ports]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("mlcl serve: workspace ")
+    for part in (MODEL_A, checkpoint_id(checkpoint), "new --workspace", "mlcl index --reindex"):
+        assert part in err[0]
