@@ -4,6 +4,7 @@
     mlcl index a.png b.jpg --host 10.0.0.5 --port 54321
     mlcl index --vectors gallery.vectors/    # a vector folder from `mlcl encode FOLDER --out DIR`, no model work
     mlcl index --vectors gallery.npy --ids gallery.txt   # vectors computed elsewhere, no model work
+    mlcl index --reindex --workspace ws --checkpoint new.pt   # the gallery of ws, re-encoded with another model
 
 Images are read here and sent as bytes, so the server needs no access to
 the files. Ids: a document's id is its path relative to the folder given,
@@ -50,13 +51,22 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="precomputed gallery vectors: a folder from `mlcl encode`, or an (n, dim) .npy with --ids")
     parser.add_argument("--ids", type=Path, metavar="FILE.txt", help="with --vectors FILE.npy: n ids, one per line")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="with --vectors: the checkpoint that computed them (default: the bundled model)")
+                        help="with --vectors: the checkpoint that computed them; with --reindex: the model to "
+                        "re-encode with (default: the bundled model)")
     parser.add_argument("--model-id", default=None, help="with --vectors: the model id instead of --checkpoint")
     parser.add_argument("--id-prefix", default="", metavar="PREFIX", help="put PREFIX before every id (e.g. shop1/)")
     parser.add_argument("--host", default="localhost", help="Flow host (default: localhost)")
     parser.add_argument("--port", type=int, default=54321, help="gRPC port (default: 54321)")
     parser.add_argument("--batch-size", type=int, default=None, help="images (default 64) or vectors (default 4096) per request")
     parser.add_argument("--no-recursive", action="store_true", help="only the top level of folders")
+    parser.add_argument("--reindex", action="store_true",
+                        help="re-encode the gallery of --workspace with --checkpoint into a fresh index and swap it in "
+                        "(no Flow needed; a running one keeps answering from the old index until the swap)")
+    parser.add_argument("--workspace", type=Path, default=Path("workspace"),
+                        help="with --reindex: the workspace `mlcl serve` uses (default: ./workspace)")
+    parser.add_argument("--drop-missing", action="store_true",
+                        help="with --reindex: leave out documents whose image cannot be read again")
+    parser.add_argument("--device", default="auto", help="with --reindex: auto, cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -88,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     from mlcl_cli import launcher
 
     launcher.quiet()
+    if args.reindex:
+        return run_reindex(args)
     if args.vectors is not None or args.ids is not None:
         return run_vectors(args)
     if not args.paths:
@@ -263,3 +275,37 @@ def run_vectors(args: argparse.Namespace) -> int:
         print(f"mlcl index: ... and {len(errors) - 20} more errors", file=sys.stderr)
     print(stored_line(stored, total, "vectors", before, count, elapsed, f"{sent / max(elapsed, 1e-9):,.0f} vectors/s"))
     return 1 if errors else 0
+
+
+def run_reindex(args: argparse.Namespace) -> int:
+    """`--reindex`: re-encode the workspace's gallery with --checkpoint and swap it in (`mlcl_cli/reindex.py`)."""
+    from tqdm import tqdm
+
+    from mlcl.bulk_encode import EncodeOptions
+    from mlcl_cli.cli import UserError
+    from mlcl_cli.reindex import reindex
+
+    if args.paths or args.vectors is not None or args.ids is not None or args.id_prefix:
+        raise UserError("--reindex takes no images, --vectors or --id-prefix: it re-encodes what the workspace holds")
+    bar = tqdm(total=0, unit="img", desc="re-encoding", disable=args.no_progress)
+
+    def on_total(n: int) -> None:
+        bar.total = n
+        bar.refresh()
+
+    options = EncodeOptions(device=args.device, batch_size=args.batch_size or 64)
+    try:
+        result = reindex(args.workspace, args.checkpoint, options, args.drop_missing, bar.update, on_total,
+                         say=lambda line: (bar.clear(), print(f"mlcl index: {line}", file=sys.stderr, flush=True)))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        bar.close()
+    for doc_id, why in result.dropped[:20]:
+        print(f"mlcl index: left out {doc_id!r}: {why}", file=sys.stderr)
+    rate = result.encoded / result.seconds if result.seconds > 0 else 0.0
+    print(f"re-indexed {result.encoded} of {result.documents} documents with model {result.model_id} in "
+          f"{result.seconds:.1f} s ({rate:.1f} images/s; was model {result.old_model or 'not recorded'}); "
+          f"serve it with: mlcl serve --workspace {args.workspace}"
+          + (f" --checkpoint {args.checkpoint}" if args.checkpoint else ""))
+    return 0
