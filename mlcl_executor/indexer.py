@@ -434,11 +434,11 @@ class MLCLIndexer(Executor):
             if doc.embedding is None:
                 doc.error = f"{name}: has no embedding (send it through the encoder, or set one)"
                 continue
+            if self.model_id is not None and doc.model and doc.model != self.model_id:  # the cause, before its width
+                doc.error = f"{name}: {mismatch(self.model_id, doc.model)}"
+                continue
             if problem := vector_problem(doc.embedding, self.dim):
                 doc.error = f"{name}: query vector {problem} (the index holds width {self.dim})"
-                continue
-            if self.model_id is not None and doc.model and doc.model != self.model_id:
-                doc.error = f"{name}: {mismatch(self.model_id, doc.model)}"
                 continue
             skip = reference_to_skip(doc.reference_id, exclude)
             for target in [doc, *(doc.levels if levels else [])]:

@@ -136,3 +136,25 @@ def test_mlcl_serve_refuses_a_workspace_of_another_model_in_one_line(tmp_path, c
     assert err[0].startswith("mlcl serve: workspace ")
     for part in (MODEL_A, checkpoint_id(checkpoint), "new --workspace", "mlcl index --reindex"):
         assert part in err[0]
+
+
+def test_the_encoder_names_its_model_on_the_vectors_it_passes_on(tmp_path):
+    from helpers import png_bytes, run_endpoint, tiny_checkpoint
+
+    from mlcl.model_id import checkpoint_id
+    from mlcl_executor.encoder import MLCLEncoder
+
+    encoder = MLCLEncoder(checkpoint=str(tiny_checkpoint()), device="cpu", decode_workers=0, thumbnail_size=0)
+    model = checkpoint_id(tiny_checkpoint())
+    gallery_answer = run_endpoint(encoder.encode_gallery(DocList[GalleryDoc]([GalleryDoc(id="g", image=png_bytes())])))
+    query_answer = encoder.encode_queries(DocList[QueryDoc]([QueryDoc(id="q", image=png_bytes(), text="make it blue")]))
+    assert gallery_answer[0].tags[MODEL_TAG] == model and query_answer[0].model == model
+    # a Flow of this encoder in front of an index of another model: refused, nothing stored, no search answered
+    indexer = make_indexer(tmp_path)
+    indexer.index(gallery(["other"], model=MODEL_A))
+    with pytest.raises(RequestError, match=f"model {MODEL_A} and the encoder's model is {model}"):
+        indexer.index(gallery_answer)
+    searched = indexer.search(query_answer)
+    assert f"the encoder's model is {model}" in searched[0].error and not searched[0].matches
+    encoder.close()
+    indexer.close()
