@@ -218,6 +218,8 @@ class MLCLIndexer(Executor):
         once the write is stored: the first model written into an empty index (an index written before model
         ids were recorded adopts none; workspace_model.py)."""
         given = sorted({m for m in models if m})
+        if given and self.model_id is None:  # another replica (milvus) may have recorded it since this one started
+            self.model_id = recorded_model(self.workdir)
         for model in given:
             if self.model_id is not None and model != self.model_id:
                 raise RequestError(f"{endpoint} rejected, nothing was stored: {mismatch(self.model_id, model)}")
