@@ -13,8 +13,9 @@ What it does, shard by shard of the workspace (every folder with an `mlcl-index.
    included) and the new vectors, and records the new model id in it (`workspace_model.py`);
 4. swaps it in: once no indexer serves the workspace (a running Flow holds its lock,
    `workspace_model.hold_serving_lock`; the command waits for it to stop, and says so), and only if the
-   index did not change since step 1, each shard's old store files are replaced by the new ones (files
-   that are not the store's, such as the lock, stay). Until that moment the old index is whole.
+   index did not change since step 1, each shard's folder is replaced by the fresh one; entries of the old
+   folder that the fresh index did not write (the lock, anything else kept beside the store) are moved
+   into it. Until that moment the old index is whole.
 
 A document whose image cannot be read (indexed from vectors, from bytes without a path, a file since
 moved) cannot be re-encoded: the command stops before the swap and names them, unless `--drop-missing`
