@@ -31,7 +31,8 @@ def gallery(ids, model=MODEL_A, seed=0):
 
 
 def make_indexer(workspace, backend="memory") -> MLCLIndexer:
-    return MLCLIndexer(backend=backend, metas={"name": "indexer", "workspace": str(workspace)},
+    """An indexer on `workspace` as flows/flow.yml's (its folder: WORKSPACE/MLCLIndexer/0)."""
+    return MLCLIndexer(backend=backend, metas={"name": "MLCLIndexer", "workspace": str(workspace)},
                        runtime_args={"shard_id": 0, "shards": 1, "name": "indexer"})
 
 
@@ -158,3 +159,30 @@ def test_the_encoder_names_its_model_on_the_vectors_it_passes_on(tmp_path):
     assert f"the encoder's model is {model}" in searched[0].error and not searched[0].matches
     encoder.close()
     indexer.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_flow_composed_by_hand_refuses_another_models_index(tmp_path):
+    """Not `mlcl serve` (which refuses at start): a Flow started from its YAML on a workspace of another model."""
+    from helpers import REPO_ROOT, png_bytes, running_flow, tiny_checkpoint
+
+    from mlcl.model_id import checkpoint_id
+    from mlcl_cli.client import grpc_client, refusal
+
+    indexer = make_indexer(tmp_path / "ws")
+    indexer.index(gallery(["old/1", "old/2"], model=MODEL_A))
+    indexer.close()
+    model = checkpoint_id(tiny_checkpoint())
+    with running_flow(REPO_ROOT / "flows" / "flow.yml", tmp_path / "ws",
+                      encoder_with={"checkpoint": str(tiny_checkpoint()), "decode_workers": 0}) as flow:
+        client = grpc_client(port=flow["grpc"])
+        with pytest.raises(Exception) as info:
+            client.post("/index", DocList[GalleryDoc]([GalleryDoc(id="new", image=png_bytes())]), return_type=DocList[GalleryDoc])
+        reason = refusal(info.value)
+        assert reason is not None and f"holds vectors of model {MODEL_A} and the encoder's model is {model}" in reason
+        answer = client.post("/search", DocList[QueryDoc]([QueryDoc(image=png_bytes(), text="make it blue")]),
+                             return_type=DocList[QueryDoc])
+        assert f"the encoder's model is {model}" in answer[0].error and not answer[0].matches
+        stats = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0]
+        assert (stats.count, stats.model) == (2, MODEL_A)  # nothing of the other model was stored
