@@ -4,6 +4,7 @@ stop the Flow (SIGTERM), start it again: the same search gives the same results 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -30,7 +31,7 @@ class Server:
     def __init__(self, args: list[str], log: Path):
         self.log = log
         self.proc = subprocess.Popen([PYTHON, "-m", "mlcl_cli", "serve", *args], cwd=REPO_ROOT, env=subprocess_env(),
-                                     stdout=log.open("w"), stderr=subprocess.STDOUT)
+                                     stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -52,9 +53,12 @@ class Server:
             raise AssertionError(f"mlcl serve did not stop on SIGTERM:\n{self.log.read_text(errors='replace')[-3000:]}")
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        """SIGKILL the whole process group: the Flow's processes too (a killed `mlcl serve` cannot stop them)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
