@@ -4,6 +4,8 @@ stop the Flow (SIGTERM), start it again: the same search gives the same results 
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import time
@@ -29,7 +31,7 @@ class Server:
     def __init__(self, args: list[str], log: Path):
         self.log = log
         self.proc = subprocess.Popen([PYTHON, "-m", "mlcl_cli", "serve", *args], cwd=REPO_ROOT, env=subprocess_env(),
-                                     stdout=log.open("w"), stderr=subprocess.STDOUT)
+                                     stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -51,9 +53,12 @@ class Server:
             raise AssertionError(f"mlcl serve did not stop on SIGTERM:\n{self.log.read_text(errors='replace')[-3000:]}")
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        """SIGKILL the whole process group: the Flow's processes too (a killed `mlcl serve` cannot stop them)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -83,7 +88,7 @@ def test_serve_index_search_restart(tmp_path):
         server.wait_ready()
         done = cli("index", str(gallery), "--port", str(grpc), "--no-progress")
         assert done.returncode == 1, done.stderr  # one broken image: reported, the others indexed
-        assert "indexed 12 of 13 images; the index holds 12" in done.stdout
+        assert re.search(r"indexed 12 of 13 images in [\d.]+ s \([\d.]+ images/s\); the index holds 12", done.stdout)
         assert "document 'broken.png'" in done.stderr and "not a decodable image" in done.stderr
 
         found = cli("search", "--image", str(gallery / "more" / "c03.png"), "--text", "make it darker", "-k", "5",
@@ -92,7 +97,8 @@ def test_serve_index_search_restart(tmp_path):
         answer = json.loads(found.stdout)
         assert answer["error"] is None and len(answer["matches"]) == 5
         assert {m["id"] for m in answer["matches"]} <= {f"c{i:02d}.png" if i % 2 == 0 else f"more/c{i:02d}.png" for i in range(12)}
-        assert all(Path(m["tags"]["path"]).is_file() for m in answer["matches"])
+        # answers carry no server path (expose_paths is off), but the file's digest that mlcl search matches on
+        assert all("path" not in m["tags"] and len(m["tags"]["sha256"]) == 64 for m in answer["matches"])
 
         query = (gallery / "more" / "c05.png").read_bytes()
         before = client_search(grpc_client(port=grpc), query, "make it blue")

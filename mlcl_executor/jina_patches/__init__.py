@@ -14,6 +14,8 @@ pin, as each module explains.
 - `gateway.py`: our HTTP server inside jina's composite gateway, client mistakes as HTTP 400;
 - `executor.py`: an Executor that serves only some of its endpoints (`documents: docarray`);
 - `flow_start.py`: a terminal's Flow start without jina's banner, its abort seen at once.
+- `gateway_requests.py`: each gateway server's request handler wrapped (the gateway's request batching);
+- `grpc_guard.py`: the gateway's gRPC server checks the write token where calls enter it.
 
 `apply()` installs the first three (process-wide) once; it is called where the
 Executors and the gateway are registered (`jina_register.py`) and by `mlcl
