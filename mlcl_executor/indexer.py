@@ -151,9 +151,12 @@ class MLCLIndexer(Executor):
         self.dim: Optional[int] = int(dim) if dim is not None else None
         if self.dim is not None:
             self._open_store(self.dim)
-        self.model_id: Optional[str] = recorded_model(self.workdir)  # the model of the stored vectors
+        # The model of the stored vectors, recorded beside a local store (a milvus index keeps nothing in the
+        # workspace, so its model is not recorded: docs/serving.md).
+        self.model_dir: Optional[Path] = self.workdir if backend != "milvus" else None
+        self.model_id: Optional[str] = recorded_model(self.model_dir)
         # held while serving: `mlcl index --reindex` swaps a fresh index in only when nobody holds it
-        self._serving_lock = hold_serving_lock(self.workdir) if self.workdir and backend != "milvus" else None
+        self._serving_lock = hold_serving_lock(self.model_dir) if self.model_dir else None
         self.logger.info(
             f"MLCLIndexer: backend {backend}, shard {self.shard_id}/{self.shards}, workspace {self.workdir}, "
             f"dim {self.dim}, {self.store.count() if self.store else 0} documents, model {self.model_id or 'not recorded'}"
@@ -218,8 +221,8 @@ class MLCLIndexer(Executor):
         once the write is stored: the first model written into an empty index (an index written before model
         ids were recorded adopts none; workspace_model.py)."""
         given = sorted({m for m in models if m})
-        if given and self.model_id is None:  # another replica (milvus) may have recorded it since this one started
-            self.model_id = recorded_model(self.workdir)
+        if given and self.model_id is None:  # another indexer on the workspace may have recorded it since
+            self.model_id = recorded_model(self.model_dir)
         for model in given:
             if self.model_id is not None and model != self.model_id:
                 raise RequestError(f"{endpoint} rejected, nothing was stored: {mismatch(self.model_id, model)}")
@@ -230,8 +233,8 @@ class MLCLIndexer(Executor):
         return None
 
     def _adopt_model(self, model: Optional[str]) -> None:
-        if model is not None:
-            record_model(self.workdir, model)
+        if model is not None and self.model_dir is not None:
+            record_model(self.model_dir, model)
             self.model_id = model
 
     @staticmethod
@@ -376,7 +379,7 @@ class MLCLIndexer(Executor):
             self._shared_store()
             if self.store is not None:
                 self.store.clear()
-            forget_model(self.workdir)
+            forget_model(self.model_dir)
             self.model_id = None
         return self._slim(docs)
 
