@@ -58,9 +58,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--backend", default="memory", choices=("memory", "hnsw"))
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", default="auto", help="decode processes (default: auto)")
+    p.add_argument("--quick", action="store_true", help="300 images, results in <name>.quick.json")
     p.add_argument("--name", default="reindex")
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
+    if args.quick:
+        args.n = min(args.n, 300)
     quiet_jina()
     from mlcl_cli.launcher import quiet
 
@@ -95,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                            row["images_per_s"], f"{load_before[0] if load_before else '?'} -> {load_after[0] if load_after else '?'}"]]))
     print(machine_line(info))
     path = write_results(args.name, {"command": " ".join(["bench/reindex.py", *(argv or sys.argv[1:])]), "results": [row],
-                                     "machine": info}, out_dir=args.out_dir)
+                                     "machine": info}, out_dir=args.out_dir, quick=args.quick)
     print(f"wrote {path}")
     return row
 
