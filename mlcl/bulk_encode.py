@@ -91,7 +91,17 @@ def encode_folder(
     """
     if options.batch_size < 1 or options.part_size < 1:
         raise ValueError("batch_size and part_size must be >= 1")
-    items = gallery_items(paths, recursive=options.recursive)
+    return encode_items(gallery_items(paths, recursive=options.recursive), out, options, progress, on_start)
+
+
+def encode_items(
+    items: Sequence[Tuple[str, Path]],
+    out: Union[str, Path],
+    options: EncodeOptions = EncodeOptions(),
+    progress: Optional[Callable[[int], None]] = None,
+    on_start: Optional[Callable[["EncodeResult"], None]] = None,
+) -> EncodeResult:
+    """`encode_folder` for given (id, file) pairs (`mlcl index --reindex`: the paths an index stored)."""
     if options.threads:
         torch.set_num_threads(int(options.threads))
     device = resolve_device(options.device)
@@ -146,4 +156,4 @@ def encode_folder(
     return result
 
 
-__all__ = ["EncodeOptions", "EncodeResult", "encode_folder"]
+__all__ = ["EncodeOptions", "EncodeResult", "encode_folder", "encode_items"]

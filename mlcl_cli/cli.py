@@ -25,7 +25,7 @@ import importlib
 import sys
 from typing import Sequence
 
-# (subcommand, module, one-line help). Order is the order `mlcl --help` shows.
+# (subcommand, module or "module:register_function", one-line help). Order is the order `mlcl --help` shows.
 COMMANDS: list[tuple[str, str, str]] = [
     ("data", "mlcl_cli.commands.data", "generate or inspect data sets (shapes benchmark)"),
     ("train", "mlcl_cli.commands.train", "train a model from a LAVIS-style YAML config"),
@@ -34,6 +34,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("index", "mlcl_cli.commands.index", "index a folder of gallery images into a running Flow"),
     ("encode", "mlcl_cli.commands.encode", "encode a folder of gallery images to a vector folder, offline (resumable)"),
     ("search", "mlcl_cli.commands.search", "run a composed (image + text) query against a running Flow"),
+    ("count", "mlcl_cli.commands.gallery:register_count", "how many documents a running Flow's index holds (and its model id)"),
+    ("delete", "mlcl_cli.commands.gallery:register_delete", "delete gallery documents by id or by id prefix"),
+    ("clear", "mlcl_cli.commands.gallery:register_clear", "delete every gallery document (asks first)"),
     ("demo", "mlcl_cli.commands.demo", "end-to-end demo on the bundled default model"),
     ("info", "mlcl_cli.commands.info", "describe a checkpoint (backbone, method, sizes, model id, versions)"),
     ("import-weights", "mlcl_cli.commands.import_weights",
@@ -52,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module_name).register(p)
+        module_name, _, function = module_name.partition(":")  # "module" (its register) or "module:function"
+        getattr(importlib.import_module(module_name), function or "register")(p)
     return parser
 
 

@@ -3,9 +3,10 @@
 Used by `mlcl serve` and `mlcl demo`. What it guarantees:
 
 - `preflight()` checks what is cheap to check before any process starts (the
-  checkpoint file, the workspace's index against the configured backend, the
-  ports, the services the Flow's Executors need: a docker daemon, a Milvus
-  server) and returns one line per problem.
+  checkpoint file, the workspace's index against the configured backend and
+  against the encoder's model (workspace_model.py), the ports, the services
+  the Flow's Executors need: a docker daemon, a Milvus server) and returns one
+  line per problem.
 - `quiet()` keeps a healthy start to our own lines: jina logs only errors, and
   the known third-party warnings are filtered by message, one by one
   (`--verbose` skips all of this).
@@ -118,6 +119,24 @@ def check_workspace(workspace: Path, backend: Optional[str]) -> List[str]:
     return problems
 
 
+def check_model(workspace: Path, checkpoint: Path) -> List[str]:
+    """Indexes under `workspace` whose vectors are of another model than `checkpoint` (one line each, with the way out)."""
+    from mlcl.model_id import checkpoint_id
+    from mlcl_executor.workspace_model import workspace_models
+
+    try:
+        recorded = workspace_models(workspace)
+    except ValueError as exc:
+        return [str(exc)]
+    encoder = checkpoint_id(checkpoint) if recorded else None
+    return [
+        f"workspace {folder} holds vectors of model {model} and the encoder's model is {encoder} ({checkpoint.name}): "
+        f"serve model {model} on it, or give this model a new --workspace, or re-encode the gallery with it: "
+        f"mlcl index --reindex --workspace {workspace} --checkpoint {checkpoint}"
+        for folder, model in recorded.items() if model != encoder
+    ][:1]  # one line: every shard says the same
+
+
 def answers(host: str, port: int, timeout: float = 3.0) -> bool:
     """Whether something accepts a TCP connection at host:port."""
     try:
@@ -161,6 +180,8 @@ def preflight(checkpoint: Optional[Path], workspace: Path, backend: Optional[str
         if why:
             problems.append(why)
     problems += check_workspace(workspace, backend)
+    if checkpoint is not None and not problems:
+        problems += check_model(workspace, checkpoint)
     if config:
         problems += [p for p in [write_token_problem(config)[1]] if p]
     for protocol, port in ports.items():

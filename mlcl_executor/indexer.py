@@ -7,8 +7,9 @@ Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
 - `/update` replace documents that exist (unknown ids get `error`);
 - `/index_vectors` upsert blocks of precomputed vectors (`VectorsDoc`: ids +
   a matrix; checked by the encoder, see `vectors.py`), answering `count`;
-- `/delete` delete by id (unknown ids get `error`);
-- `/clear`  delete everything; `/count` one `StatsDoc`;
+- `/delete` delete by id (unknown ids get `error`), or every id that starts with
+  `parameters: {"prefix": P}` (answering one document per id deleted);
+- `/clear`  delete everything; `/count` one `StatsDoc` (count, width, model id);
 - `/search` fill `matches` and `scores` (cosine similarity, best first) for every
   query with an `embedding`; parameters (`params.py`) `limit`, `offset`,
   `filter` (`filters.py`), `exclude_reference`, `thumbnails`, `levels` and the
@@ -17,6 +18,11 @@ Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
 Write requests are all-or-nothing: a vector of the wrong width (or not finite)
 rejects the whole request with an error naming the documents, before anything
 is stored. Search problems are per query (`error`), like the encoder's.
+
+The model of the stored vectors (`workspace_model.py`): the workspace records
+the model id of the first write into an empty index (the encoder tags its
+vectors, `vectors.py`); a write of another model's vectors is rejected and a
+query vector of another model gets `error`, naming both ids and the way out.
 
 Sharding: with `shards: N` every endpoint is polled to ALL shards and each
 shard keeps only the ids it owns (a stable hash of the id), so an upsert of an
@@ -54,7 +60,8 @@ from .schemas import GalleryDoc, LevelMatchDoc, MatchDoc, QueryDoc, StatsDoc, Ve
 from .stores import BACKENDS, Match, VectorStore, create_store
 from .thumbnails import match_tags
 from .topk import candidates, reference_to_skip, top_k
-from .vectors import vector_problem
+from .vectors import MODEL_TAG, vector_problem
+from .workspace_model import forget_model, hold_serving_lock, mismatch, record_model, recorded_model
 
 META_FILE = "mlcl-index.json"
 PATH_TAG = "path"  # where `mlcl index` read a gallery file (a server path: not shown unless expose_paths)
@@ -144,9 +151,15 @@ class MLCLIndexer(Executor):
         self.dim: Optional[int] = int(dim) if dim is not None else None
         if self.dim is not None:
             self._open_store(self.dim)
+        # The model of the stored vectors, recorded beside a local store (a milvus index keeps nothing in the
+        # workspace, so its model is not recorded: docs/serving.md).
+        self.model_dir: Optional[Path] = self.workdir if backend != "milvus" else None
+        self.model_id: Optional[str] = recorded_model(self.model_dir)
+        # held while serving: `mlcl index --reindex` swaps a fresh index in only when nobody holds it
+        self._serving_lock = hold_serving_lock(self.model_dir) if self.model_dir else None
         self.logger.info(
             f"MLCLIndexer: backend {backend}, shard {self.shard_id}/{self.shards}, workspace {self.workdir}, "
-            f"dim {self.dim}, {self.store.count() if self.store else 0} documents"
+            f"dim {self.dim}, {self.store.count() if self.store else 0} documents, model {self.model_id or 'not recorded'}"
         )
 
     # ------------------------------------------------------------- storage
@@ -203,6 +216,27 @@ class MLCLIndexer(Executor):
             self._open_store(self.dim)
         return keep
 
+    def _check_model(self, models: Sequence[Optional[str]], endpoint: str) -> Optional[str]:
+        """Reject (nothing stored) vectors of another model than the index's. Returns the model id to record
+        once the write is stored: the first model written into an empty index (an index written before model
+        ids were recorded adopts none; workspace_model.py)."""
+        given = sorted({m for m in models if m})
+        if given and self.model_id is None:  # another indexer on the workspace may have recorded it since
+            self.model_id = recorded_model(self.model_dir)
+        for model in given:
+            if self.model_id is not None and model != self.model_id:
+                raise RequestError(f"{endpoint} rejected, nothing was stored: {mismatch(self.model_id, model)}")
+        if len(given) > 1:
+            raise RequestError(f"{endpoint} rejected, nothing was stored: vectors of models {', '.join(given)} in one request")
+        if given and self.model_id is None and (self.store is None or self.store.count() == 0):
+            return given[0]
+        return None
+
+    def _adopt_model(self, model: Optional[str]) -> None:
+        if model is not None and self.model_dir is not None:
+            record_model(self.model_dir, model)
+            self.model_id = model
+
     @staticmethod
     def _row(doc: GalleryDoc) -> Dict[str, Any]:
         return {
@@ -234,10 +268,12 @@ class MLCLIndexer(Executor):
         """Upsert by id. The last of several documents with one id wins."""
         with self._store_lock:
             self._shared_store()
+            new_model = self._check_model([d.tags.pop(MODEL_TAG, None) for d in docs if d.tags and not d.error], "/index")
             keep = self._check_vectors(docs, "/index")
             rows = {docs[i].id: self._row(docs[i]) for i in keep if self._owns(docs[i].id)}
             if rows and self.store is not None:
                 self.store.upsert(list(rows.values()))
+            self._adopt_model(new_model if keep else None)
         return self._slim(docs)
 
     @requests(on="/index_vectors")
@@ -245,6 +281,7 @@ class MLCLIndexer(Executor):
         """Upsert blocks of vectors (ids + matrix); all-or-nothing like /index. Answers carry `count`, not vectors."""
         with self._store_lock:
             self._shared_store()
+            new_model = self._check_model([d.model for d in docs if not d.error], "/index_vectors")
             blocks = []
             for i, doc in enumerate(docs):
                 doc.count = 0
@@ -268,6 +305,7 @@ class MLCLIndexer(Executor):
                 self.store.upsert(list(rows.values()))  # raises (nothing stored) on an empty id or a zero vector
             for doc, _ in blocks:
                 doc.count = sum(1 for doc_id in doc.ids if self._owns(doc_id))
+            self._adopt_model(new_model if blocks else None)
         for doc in docs:
             doc.embeddings = None
         return docs
@@ -277,6 +315,7 @@ class MLCLIndexer(Executor):
         """Replace stored documents; an id that is not stored gets `error` (use /index to add)."""
         with self._store_lock:
             self._shared_store()
+            self._check_model([d.tags.pop(MODEL_TAG, None) for d in docs if d.tags and not d.error], "/update")
             keep = self._check_vectors(docs, "/update")
             rows = {}
             for i in keep:
@@ -292,8 +331,14 @@ class MLCLIndexer(Executor):
         return self._slim(docs)
 
     @requests(on="/delete")
-    def delete(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
-        """Delete by id; only ids matter (images are ignored). Unknown ids get `error`."""
+    def delete(self, docs: DocList[GalleryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[GalleryDoc]:
+        """Delete by id; only ids matter (images are ignored). Unknown ids get `error`.
+
+        `parameters: {"prefix": P}` (and no documents): delete every stored id that starts with P; the answer
+        holds one document per id deleted."""
+        prefix = (parameters or {}).get("prefix")
+        if prefix is not None:
+            return self._delete_prefix(docs, prefix)
         with self._store_lock:
             self._shared_store()
             found: List[str] = []
@@ -311,13 +356,31 @@ class MLCLIndexer(Executor):
                 self.store.delete(sorted(set(found)))
         return self._slim(docs)
 
+    def _delete_prefix(self, docs: DocList[GalleryDoc], prefix: Any) -> DocList[GalleryDoc]:
+        if not isinstance(prefix, str) or not prefix:
+            raise RequestError(f"parameter 'prefix': a non-empty string, got {prefix!r} (/clear deletes everything)")
+        if len(docs):
+            raise RequestError("parameter 'prefix' goes without documents (name ids, or a prefix)")
+        with self._store_lock:
+            self._shared_store()
+            if self.store is None:
+                return DocList[GalleryDoc]()
+            try:
+                ids = sorted(m.id for m in self.store.documents(prefix))
+            except NotImplementedError:
+                raise RequestError(f"deleting by prefix is not available with backend {self.backend}: name the ids") from None
+            self.store.delete(ids)
+        return DocList[GalleryDoc]([GalleryDoc(id=doc_id) for doc_id in ids])
+
     @requests(on="/clear")
     def clear(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
-        """Delete every stored document (the vector width stays fixed)."""
+        """Delete every stored document (the vector width stays fixed; the model record goes: any model may write)."""
         with self._store_lock:
             self._shared_store()
             if self.store is not None:
                 self.store.clear()
+            forget_model(self.model_dir)
+            self.model_id = None
         return self._slim(docs)
 
     def _shared_store(self) -> None:
@@ -336,7 +399,7 @@ class MLCLIndexer(Executor):
         with self._store_lock:
             self._shared_store()
         n = self.store.count() if self.store is not None else 0
-        return DocList[StatsDoc]([StatsDoc(id="count", count=n, shards={str(self.shard_id): n}, dim=self.dim)])
+        return DocList[StatsDoc]([StatsDoc(id="count", count=n, shards={str(self.shard_id): n}, dim=self.dim, model=self.model_id)])
 
     @requests(on="/search")
     def search(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
@@ -375,6 +438,9 @@ class MLCLIndexer(Executor):
             name = doc_name(doc.id, i)
             if doc.embedding is None:
                 doc.error = f"{name}: has no embedding (send it through the encoder, or set one)"
+                continue
+            if self.model_id is not None and doc.model and doc.model != self.model_id:  # the cause, before its width
+                doc.error = f"{name}: {mismatch(self.model_id, doc.model)}"
                 continue
             if problem := vector_problem(doc.embedding, self.dim):
                 doc.error = f"{name}: query vector {problem} (the index holds width {self.dim})"
@@ -433,6 +499,8 @@ class MLCLIndexer(Executor):
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+        if self._serving_lock is not None:
+            self._serving_lock.close()
         super().close()
 
 

@@ -77,12 +77,12 @@ class MLCLMerger(Executor):
         self, docs: DocList[StatsDoc] = None, docs_matrix: Optional[List[DocList[StatsDoc]]] = None, **kwargs: Any
     ) -> DocList[StatsDoc]:
         per_shard: Dict[str, int] = {}
-        dim = None
+        dim = model = None
         for docs in docs_matrix or []:
             for doc in docs:
                 per_shard.update(doc.shards)
-                dim = dim or doc.dim
-        return DocList[StatsDoc]([StatsDoc(id="count", count=sum(per_shard.values()), shards=per_shard, dim=dim)])
+                dim, model = dim or doc.dim, model or doc.model
+        return DocList[StatsDoc]([StatsDoc(id="count", count=sum(per_shard.values()), shards=per_shard, dim=dim, model=model)])
 
     @requests(on="/index_vectors")
     def merge_vectors(

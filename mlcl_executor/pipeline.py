@@ -41,7 +41,7 @@ class Item:
     image: Any = None  # an image value: bytes, a data URI, a path or URL, an array
     text: Optional[str] = None
     vector: Any = None  # gallery: a vector computed elsewhere, checked instead of encoded
-    model: Optional[str] = None  # the model id that `vector` carries
+    model: Optional[str] = None  # the model id that `vector` carries; answer: the model id of `embedding`
     embedding: Optional[np.ndarray] = None  # answer: the vector (None: see `error`)
     error: Optional[str] = None
     levels: Optional[Dict[str, np.ndarray]] = None  # answer: each fusion level's vector, by the model's level name
@@ -142,7 +142,7 @@ class Job:
             else:
                 vectors = model.encode_image(images).float().cpu().numpy()
         for row, i in enumerate(chunk):
-            self.items[i].embedding = vectors[row]
+            self.items[i].embedding, self.items[i].model = vectors[row], self.pipeline.model_id
 
 
 __all__ = ["EncodingPipeline", "Item", "Job"]

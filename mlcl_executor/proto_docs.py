@@ -69,6 +69,8 @@ def answer(docs: DocListProto, results: Sequence[Item]) -> None:
                 dense.buffer, dense.dtype = vec.tobytes(), vec.dtype.str
                 dense.shape.extend(vec.shape)
                 node.type = "ndarray"
+                if item.model:  # the model id of the vector (QueryDoc.model), as typed_docs answers it
+                    data["model"].text = item.model
         if item.error is not None or "error" in data:
             data["error"].Clear()
             if item.error is not None:

@@ -76,6 +76,7 @@ class QueryDoc(BaseDoc):
     text: Optional[str] = Field(None, description="modifier text, e.g. 'make the red circle blue'")
     reference_id: Optional[str] = Field(None, description="gallery id of the reference image, excluded from matches")
     embedding: Optional[NdArray] = Field(None, description="the fused query vector (set by the encoder)")
+    model: Optional[str] = Field(None, description="the model id of `embedding` (set by the encoder; the indexer checks it)")
     error: Optional[str] = Field(None, description="why this query was not served; None when it was")
     matches: DocList[MatchDoc] = Field(DocList[MatchDoc](), description="best first")
     scores: List[float] = Field([], description="cosine similarity of each match, best first")
@@ -94,6 +95,7 @@ class StatsDoc(BaseDoc):
     count: int = 0
     shards: Dict[str, int] = {}
     dim: Optional[int] = Field(None, description="vector width of the index (None while empty)")
+    model: Optional[str] = Field(None, description="the model id of the index's vectors (None: not recorded)")
 
 
 class VectorsDoc(BaseDoc):

@@ -3,7 +3,9 @@
 The adapter of the encoder's own endpoints (`/index`, `/update`, `/search`, and
 `/encode` when jina parsed the request). A gallery document with an `embedding`
 and no image brings its vector (`tags["mlcl_model"]` names its model; the tag is
-dropped once read: stored tags are the client's own). Answers carry no image
+read). Answers name the model of each vector (vectors.py): a gallery document's
+`tags["mlcl_model"]`, a query's `model`; the indexer checks them against the
+model its workspace records, and stores no such tag. Answers carry no image
 payloads: bytes, tensors and data URIs are dropped, a path or URL is kept (the
 indexer stores only that, and clients have their images).
 """
@@ -43,8 +45,13 @@ def answer(docs: Sequence[Doc], results: Sequence[Item]) -> None:
             doc.embedding = item.embedding
         if doc.error != item.error:
             doc.error = item.error
-        if item.thumbnail:
-            doc.tags = {**(doc.tags or {}), THUMBNAIL_TAG: item.thumbnail}
+        if isinstance(doc, QueryDoc):
+            if item.embedding is not None and doc.model != item.model:
+                doc.model = item.model
+        elif item.thumbnail or (item.embedding is not None and item.model):
+            model = {MODEL_TAG: item.model} if item.embedding is not None and item.model else {}
+            thumbnail = {THUMBNAIL_TAG: item.thumbnail} if item.thumbnail else {}
+            doc.tags = {**(doc.tags or {}), **thumbnail, **model}
         if item.levels:
             doc.levels = level_docs(item.levels)
         if doc.image is not None and image_uri(doc.image) is None:

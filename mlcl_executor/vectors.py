@@ -12,7 +12,10 @@ that computed it: `tags["mlcl_model"]` must equal the encoder's model id,
 `checkpoint_id(checkpoint)` (the first 16 hex digits of the checkpoint file's
 SHA-256; `mlcl serve` prints it at start-up). A vector from another checkpoint
 lives in another vector space: it gets `error` instead of mixing in silently.
-The encoder drops the tag once checked (stored tags are the client's own).
+The encoder answers with its own model id on every vector it passes on (the
+tag on gallery documents, `QueryDoc.model` on queries): the indexer checks it
+against the model its workspace records (`workspace_model.py`) and does not
+store the tag (stored tags are the client's own).
 
 In bulk, one document per vector is slow (docarray (de)serialises each one
 in every process on the way): the `/index_vectors` endpoint takes

@@ -91,3 +91,19 @@ def test_draft_decoding_quick_measures_photos_and_checks_shapes_pngs(tmp_path, c
     shapes = data["shapes"]
     assert shapes["images"] > 0 and shapes["identical_eval_path"] == shapes["identical_served_path"] == shapes["images"]
     assert "| model | input px |" in capsys.readouterr().out
+
+
+def test_reindex_bench_re_encodes_and_writes_its_row(tmp_path, capsys):
+    from helpers import png_bytes
+
+    from bench import reindex
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):
+        (images / f"img{i}.png").write_bytes(png_bytes((40 * i, 30, 30)))
+    row = reindex.main(["--n", "6", "--images", str(images), "--workers", "0", "--out-dir", str(tmp_path)])
+    assert row["encoded"] == 6 and row["total_s"] > 0
+    data = json.loads((tmp_path / "reindex.json").read_text())
+    assert data["results"][0]["images"] == 6 and {"load_before", "load_after"} <= set(data["results"][0])
+    assert "| images | backend |" in capsys.readouterr().out

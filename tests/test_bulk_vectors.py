@@ -39,13 +39,15 @@ def test_vectors_with_the_model_id_skip_the_model_others_are_refused(encoder):
     out = run_endpoint(encoder.encode_gallery(docs=docs))
     assert encoder.calls["image"] == [1]  # only the image went through the model
     np.testing.assert_array_equal(out[0].embedding, good[0])
-    assert out[0].error is None and out[0].tags == {"kind": "vector"}  # the model tag is checked, then dropped
+    # the model tag is checked and answered (the encoder names the model of each vector it passes on; the indexer
+    # checks it against its workspace's and does not store it: tests/test_workspace_model.py)
+    assert out[0].error is None and out[0].tags == {"kind": "vector", MODEL_TAG: mid}
     assert "tags['mlcl_model'] = '0123456789abcdef'" in out[1].error and mid in out[1].error
     assert "tags['mlcl_model'] = None" in out[2].error
     assert f"the model's vectors have width {dim}" in out[3].error
     assert "NaN" in out[4].error
     assert all(d.embedding is None for d in out[1:5])
-    assert out[5].error is None and out[5].embedding.shape == (dim,)
+    assert out[5].error is None and out[5].embedding.shape == (dim,) and out[5].tags[MODEL_TAG] == mid
     # queries never take a client's vector: /search encodes what it is given
     q = run_endpoint(encoder.encode_queries(docs=DocList[QueryDoc]([QueryDoc(id="q", embedding=good[0])])))[0]
     assert q.embedding is None and "neither image nor text" in q.error

@@ -88,7 +88,8 @@ def test_serve_index_search_restart(tmp_path):
         server.wait_ready()
         done = cli("index", str(gallery), "--port", str(grpc), "--no-progress")
         assert done.returncode == 1, done.stderr  # one broken image: reported, the others indexed
-        assert re.search(r"indexed 12 of 13 images in [\d.]+ s \([\d.]+ images/s\); the index holds 12", done.stdout)
+        assert re.search(r"indexed 12 of 13 images in [\d.]+ s \([\d.]+ images/s\); 0 of them replaced ids already in the index; "
+                         r"the index holds 12", done.stdout)
         assert "document 'broken.png'" in done.stderr and "not a decodable image" in done.stderr
 
         found = cli("search", "--image", str(gallery / "more" / "c03.png"), "--text", "make it darker", "-k", "5",

@@ -4,6 +4,7 @@
     mlcl index a.png b.jpg --host 10.0.0.5 --port 54321
     mlcl index --vectors gallery.vectors/    # a vector folder from `mlcl encode FOLDER --out DIR`, no model work
     mlcl index --vectors gallery.npy --ids gallery.txt   # vectors computed elsewhere, no model work
+    mlcl index --reindex --workspace ws --checkpoint new.pt   # the gallery of ws, re-encoded with another model
 
 Images are read here and sent as bytes, so the server needs no access to
 the files. Ids: a document's id is its path relative to the folder given,
@@ -12,8 +13,17 @@ with its extension (`mlcl index gallery/` indexes `gallery/shirts/a.png` as
 tags hold the absolute path (`tags.path`: stored, not shown in answers unless
 the indexer has `expose_paths`) and the SHA-256 of the file (`tags.sha256`),
 by which `mlcl search` leaves the reference image itself out of the results.
-Indexing an id again replaces it. With `$MLCL_WRITE_TOKEN` set, requests carry
-the write token (a Flow that has one refuses writes without it).
+`--id-prefix P` puts P before every id (`--id-prefix shop1/`: `shop1/shirts/a.png`),
+so that two folders holding files of one name do not replace each other, and
+`mlcl delete --prefix shop1/` removes one of them. Indexing an id again replaces
+it: the closing line says how many ids were replaced (from the index's count
+before and after; a concurrent writer makes it approximate). With
+`$MLCL_WRITE_TOKEN` set, requests carry the write token (a Flow that has one
+refuses writes without it).
+
+`--reindex` re-encodes the gallery a workspace holds with another model, from
+the paths stored at indexing, into a fresh index, and swaps it in
+(`mlcl_cli/reindex.py`); it needs no Flow.
 
 `--vectors DIR` sends the vector folder `mlcl encode` wrote (its ids are the
 ids `mlcl index FOLDER` gives, its model id is in the folder);
@@ -41,12 +51,22 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="precomputed gallery vectors: a folder from `mlcl encode`, or an (n, dim) .npy with --ids")
     parser.add_argument("--ids", type=Path, metavar="FILE.txt", help="with --vectors FILE.npy: n ids, one per line")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="with --vectors: the checkpoint that computed them (default: the bundled model)")
+                        help="with --vectors: the checkpoint that computed them; with --reindex: the model to "
+                        "re-encode with (default: the bundled model)")
     parser.add_argument("--model-id", default=None, help="with --vectors: the model id instead of --checkpoint")
+    parser.add_argument("--id-prefix", default="", metavar="PREFIX", help="put PREFIX before every id (e.g. shop1/)")
     parser.add_argument("--host", default="localhost", help="Flow host (default: localhost)")
     parser.add_argument("--port", type=int, default=54321, help="gRPC port (default: 54321)")
     parser.add_argument("--batch-size", type=int, default=None, help="images (default 64) or vectors (default 4096) per request")
     parser.add_argument("--no-recursive", action="store_true", help="only the top level of folders")
+    parser.add_argument("--reindex", action="store_true",
+                        help="re-encode the gallery of --workspace with --checkpoint into a fresh index and swap it in "
+                        "(no Flow needed; a running one keeps answering from the old index until the swap)")
+    parser.add_argument("--workspace", type=Path, default=Path("workspace"),
+                        help="with --reindex: the workspace `mlcl serve` uses (default: ./workspace)")
+    parser.add_argument("--drop-missing", action="store_true",
+                        help="with --reindex: leave out documents whose image cannot be read again")
+    parser.add_argument("--device", default="auto", help="with --reindex: auto, cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -58,19 +78,35 @@ def collect(paths: list[Path], recursive: bool) -> list[tuple[str, Path]]:
     return gallery_items(paths, recursive=recursive)
 
 
+def index_count(client) -> int:  # noqa: ANN001 - a FlowClient
+    """The number of documents in the Flow's index (`/count`)."""
+    from docarray import DocList
+
+    from mlcl_executor.schemas import GalleryDoc, StatsDoc
+
+    return client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
+
+
+def stored_line(stored: int, total: int, what: str, before: int, after: int, elapsed: float, rate: str) -> str:
+    """The closing line of `mlcl index`: stored, replaced (ids already in the index), time, the index's count."""
+    replaced = max(0, stored - (after - before))
+    return (f"indexed {stored} of {total} {what} in {elapsed:.1f} s ({rate}); {replaced} of them replaced ids already "
+            f"in the index; the index holds {after}")
+
+
 def run(args: argparse.Namespace) -> int:
     from mlcl_cli import launcher
 
     launcher.quiet()
+    if args.reindex:
+        return run_reindex(args)
     if args.vectors is not None or args.ids is not None:
         return run_vectors(args)
     if not args.paths:
         print("mlcl index: give image files or folders, or --vectors DIR, or --vectors FILE.npy --ids FILE.txt", file=sys.stderr)
         return 2
-    from docarray import DocList
     from tqdm import tqdm
 
-    from mlcl_executor.schemas import GalleryDoc, StatsDoc
     from mlcl_cli.client import refusal
 
     try:
@@ -81,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         print("mlcl index: no images found", file=sys.stderr)
         return 2
+    items = [(args.id_prefix + doc_id, path) for doc_id, path in items]
     client = _connect(args)
     if client is None:
         return 1
@@ -91,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     size = max(1, min(args.batch_size or 64, int(REQUEST_BYTES // max(mean_bytes, 1))))
     start = time.perf_counter()
     try:
+        before = index_count(client)
         with tqdm(total=len(items), unit="img", desc="indexing", disable=args.no_progress) as bar:
             def answered(answer) -> None:  # noqa: ANN001
                 errors.extend(d.error for d in answer if d.error)
@@ -98,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
             post_in_groups(client, items, size, answered)
         elapsed = time.perf_counter() - start
-        count = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
+        count = index_count(client)
     except Exception as exc:
         if refusal(exc) is None and not isinstance(exc, ConnectionError):
             raise
@@ -106,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for error in errors:
         print(f"mlcl index: {error}", file=sys.stderr)
-    print(f"indexed {len(items) - len(errors)} of {len(items)} images in {elapsed:.1f} s ({len(items) / elapsed:.1f} images/s); "
-          f"the index holds {count}")
+    print(stored_line(len(items) - len(errors), len(items), "images", before, count, elapsed,
+                      f"{len(items) / elapsed:.1f} images/s"))
     return 1 if errors else 0
 
 
@@ -174,13 +212,14 @@ def _vector_blocks(args: argparse.Namespace, size: int):  # noqa: ANN202
         if named and named != folder.model_id:
             raise ValueError(f"{args.vectors} holds vectors of model {folder.model_id}, not {named}")
         ids = folder.ids()
-        blocks = ((part_ids[lo : lo + size], matrix[lo : lo + size])
+        blocks = (([args.id_prefix + i for i in part_ids[lo : lo + size]], matrix[lo : lo + size])
                   for part_ids, matrix in folder.parts() for lo in range(0, len(part_ids), size))
         return folder.model_id, len(ids), blocks
     if args.vectors is None or args.ids is None:
         raise ValueError("--vectors FILE.npy needs --ids FILE.txt (or give --vectors a folder from mlcl encode)")
     matrix, ids = load_vector_files(args.vectors, args.ids)
     model_id = args.model_id or checkpoint_id(args.checkpoint or DEFAULT_CHECKPOINT)
+    ids = [args.id_prefix + i for i in ids]
     return model_id, len(ids), ((ids[lo : lo + size], matrix[lo : lo + size]) for lo in range(0, len(ids), size))
 
 
@@ -193,7 +232,7 @@ def run_vectors(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlcl_cli.client import refusal
-    from mlcl_executor.schemas import GalleryDoc, StatsDoc, VectorsDoc
+    from mlcl_executor.schemas import VectorsDoc
 
     size = max(1, args.batch_size or 4096)
     try:
@@ -208,6 +247,7 @@ def run_vectors(args: argparse.Namespace) -> int:
     sent = stored = 0
     start = time.perf_counter()
     try:
+        before = index_count(client)
         with tqdm(total=total, unit="vec", desc="indexing vectors", disable=args.no_progress) as bar:
             for block_ids, block in blocks:
                 # one document per block: ids + a matrix (per-vector documents cost ~0.1 ms each to (de)serialise)
@@ -220,7 +260,7 @@ def run_vectors(args: argparse.Namespace) -> int:
                 if errors:
                     break  # e.g. the wrong model: no point in sending the rest
         elapsed = time.perf_counter() - start
-        count = client.post("/count", DocList[GalleryDoc](), return_type=DocList[StatsDoc])[0].count
+        count = index_count(client)
     except ValueError as exc:  # a damaged part of a vector folder, found while reading it
         print(f"mlcl index: {exc}", file=sys.stderr)
         return 2
@@ -233,6 +273,39 @@ def run_vectors(args: argparse.Namespace) -> int:
         print(f"mlcl index: {error}", file=sys.stderr)
     if len(errors) > 20:
         print(f"mlcl index: ... and {len(errors) - 20} more errors", file=sys.stderr)
-    print(f"indexed {stored} of {total} vectors in {elapsed:.1f} s ({sent / max(elapsed, 1e-9):,.0f} vectors/s); "
-          f"the index holds {count}")
+    print(stored_line(stored, total, "vectors", before, count, elapsed, f"{sent / max(elapsed, 1e-9):,.0f} vectors/s"))
     return 1 if errors else 0
+
+
+def run_reindex(args: argparse.Namespace) -> int:
+    """`--reindex`: re-encode the workspace's gallery with --checkpoint and swap it in (`mlcl_cli/reindex.py`)."""
+    from tqdm import tqdm
+
+    from mlcl.bulk_encode import EncodeOptions
+    from mlcl_cli.cli import UserError
+    from mlcl_cli.reindex import reindex
+
+    if args.paths or args.vectors is not None or args.ids is not None or args.id_prefix:
+        raise UserError("--reindex takes no images, --vectors or --id-prefix: it re-encodes what the workspace holds")
+    bar = tqdm(total=0, unit="img", desc="re-encoding", disable=args.no_progress)
+
+    def on_total(n: int) -> None:
+        bar.total = n
+        bar.refresh()
+
+    options = EncodeOptions(device=args.device, batch_size=args.batch_size or 64)
+    try:
+        result = reindex(args.workspace, args.checkpoint, options, args.drop_missing, bar.update, on_total,
+                         say=lambda line: (bar.clear(), print(f"mlcl index: {line}", file=sys.stderr, flush=True)))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        bar.close()
+    for doc_id, why in result.dropped[:20]:
+        print(f"mlcl index: left out {doc_id!r}: {why}", file=sys.stderr)
+    rate = result.encoded / result.seconds if result.seconds > 0 else 0.0
+    print(f"re-indexed {result.encoded} of {result.documents} documents with model {result.model_id} in "
+          f"{result.seconds:.1f} s ({rate:.1f} images/s; was model {result.old_model or 'not recorded'}); "
+          f"serve it with: mlcl serve --workspace {args.workspace}"
+          + (f" --checkpoint {args.checkpoint}" if args.checkpoint else ""))
+    return 0

@@ -10,7 +10,9 @@ one) implements `VectorStore`:
   JSON-able dict). The last of several rows with one id wins. A bad row
   raises ValueError before anything is written.
 - `delete(ids)`: remove the ids that are stored (others are ignored).
-- `exists(id)`, `count()`, `clear()`.
+- `exists(id)`, `count()`, `clear()`; `documents(prefix)`: the stored documents
+  (`Match`: id, uri, tags) whose id starts with `prefix` ("" : all), for deletion
+  by prefix and re-indexing (a store that cannot list them raises NotImplementedError).
 - `search(queries, limit, where=None, **params)`: `queries` is a (n, dim)
   matrix; the answer is one list per query row of `(match, score)` pairs, best
   first, at most `limit` long, where `match` is a `Match` (id, uri, tags) and
@@ -144,6 +146,10 @@ class VectorStore(ABC):
 
     @abstractmethod
     def clear(self) -> None: ...
+
+    def documents(self, prefix: str = "") -> List[Match]:
+        """The stored documents whose id starts with `prefix` (all for ""), in no set order."""
+        raise NotImplementedError(f"the {self.name} store cannot list its documents")
 
     def check_params(self, params: Dict[str, Any]) -> Dict[str, Any]:
         """The store's own search options from request parameters, validated (others ignored)."""

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..filters import Filter
 from ..params import param_int
-from .base import Batch, Hits, normalized, ranked_hits, top_columns
+from .base import Batch, Hits, Match, normalized, ranked_hits, top_columns
 from .logged import LoggedStore
 from .wal import fsync_dir, json_default
 
@@ -205,6 +205,9 @@ class HnswStore(LoggedStore):
     def _meta(self, label: int) -> tuple:
         tags = self._tags[label]
         return self._uris[label], dict(tags) if tags else {}
+
+    def documents(self, prefix: str = "") -> List[Match]:
+        return [Match(doc_id, *self._meta(label)) for doc_id, label in self._label_of.items() if doc_id.startswith(prefix)]
 
     # ------------------------------------------------------------ snapshot
     def _graph_name(self) -> str:

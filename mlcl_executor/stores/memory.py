@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..filters import Filter
-from .base import Batch, Hits, normalized, ranked_hits, top_columns
+from .base import Batch, Hits, Match, normalized, ranked_hits, top_columns
 from .logged import LoggedStore
 from .wal import fsync_dir, json_default
 
@@ -145,6 +145,9 @@ class MemoryStore(LoggedStore):
     def _meta(self, row: int) -> tuple:
         tags = self._tags[row]
         return self._uris[row], dict(tags) if tags else {}
+
+    def documents(self, prefix: str = "") -> List[Match]:
+        return [Match(doc_id, *self._meta(row)) for row, doc_id in enumerate(self._ids) if doc_id.startswith(prefix)]
 
     # ------------------------------------------------------------ snapshot
     def _write_snapshot(self) -> int:
