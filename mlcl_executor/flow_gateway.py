@@ -1,5 +1,5 @@
 """MLCLGateway: jina's gRPC + HTTP gateway, with a client's mistake answered as HTTP 400, the search page,
-the write token, and CORS only for the origins the Flow names.
+the write token, CORS only for the origins the Flow names, and searches by gallery id (reference_lookup.py).
 
 Named in the Flow YAMLs (`gateway: uses: MLCLGateway`, `py_modules:
 mlcl_executor.jina_register`, which imports this module under its package
@@ -19,6 +19,7 @@ from jina.serve.runtimes.gateway.http import HTTPGateway
 from .jina_patches.gateway import CompositeWithHTTP, install_client_errors
 from .jina_patches.gateway_requests import wrap_request_handler
 from .jina_patches.grpc_guard import guarded_grpc_server
+from .reference_lookup import ReferenceResolver
 from .request_batching import RequestBatcher, batching_options
 from .ui.routes import add_api_docs, add_favicon, add_ui_routes
 from .ui.routes import ui_settings as check_ui_settings
@@ -111,9 +112,10 @@ class MLCLGateway(CompositeWithHTTP):
         if self._guard.enabled and others:
             raise ValueError(f"MLCL gateway: the write token guards gRPC and HTTP only; remove {', '.join(others)} "
                              "from the Flow's protocols")
-        if options is not None:
-            for server in self.servers:
+        for server in self.servers:
+            if options is not None:
                 wrap_request_handler(server, lambda handle: RequestBatcher(handle, **options))
+            wrap_request_handler(server, ReferenceResolver)  # outside the batching: searches go out resolved
 
     def http_server(self, **server_kwargs: Any) -> MLCLHTTPGateway:
         return MLCLHTTPGateway(ui_settings=self._ui_settings, guard=self._guard, cors_origins=self._cors_origins,

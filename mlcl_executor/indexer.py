@@ -9,6 +9,8 @@ Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
   a matrix; checked by the encoder, see `vectors.py`), answering `count`;
 - `/delete` delete by id (unknown ids get `error`);
 - `/clear`  delete everything; `/count` one `StatsDoc`;
+- `/lookup` the stored features of gallery documents by id (`embedding`), for a
+  search by gallery id (`reference.py`; the gateway asks, not clients);
 - `/search` fill `matches` and `scores` (cosine similarity, best first) for every
   query with an `embedding`; parameters (`params.py`) `limit`, `offset`,
   `filter` (`filters.py`), `exclude_reference`, `thumbnails`, `levels` and the
@@ -50,6 +52,7 @@ from .image_source import image_uri, is_server_path
 from .jina_patches import passthrough
 from .levels import drop_level_vectors
 from .params import param_bool, param_int
+from .reference import stored_features
 from .schemas import GalleryDoc, LevelMatchDoc, MatchDoc, QueryDoc, StatsDoc, VectorsDoc
 from .stores import BACKENDS, Match, VectorStore, create_store
 from .thumbnails import match_tags
@@ -337,6 +340,23 @@ class MLCLIndexer(Executor):
             self._shared_store()
         n = self.store.count() if self.store is not None else 0
         return DocList[StatsDoc]([StatsDoc(id="count", count=n, shards={str(self.shard_id): n}, dim=self.dim)])
+
+    @requests(on="/lookup")
+    def lookup(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
+        """The reference features of gallery documents by id (a search by gallery id, `reference.py`).
+
+        Each id this shard owns gets `embedding` (the stored unit vector x its feature norm), or `error` when
+        it is not stored (or was stored without its norm); ids of other shards stay as they came (the merger
+        keeps the owner's answer)."""
+        with self._store_lock:
+            self._shared_store()
+            owned = [doc for doc in docs if doc.id and self._owns(doc.id)]
+            found = self.store.lookup([doc.id for doc in owned]) if self.store is not None and owned else [None] * len(owned)
+        for doc, hit in zip(owned, found):
+            name = f"reference_id {doc.id!r}"
+            doc.image, doc.tags = None, {}
+            doc.embedding, doc.error = stored_features(*hit, name) if hit else (None, f"{name} is not in the gallery")
+        return docs
 
     @requests(on="/search")
     def search(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:

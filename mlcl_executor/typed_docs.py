@@ -3,7 +3,9 @@
 The adapter of the encoder's own endpoints (`/index`, `/update`, `/search`, and
 `/encode` when jina parsed the request). A gallery document with an `embedding`
 and no image brings its vector (`tags["mlcl_model"]` names its model; the tag is
-dropped once read: stored tags are the client's own). Answers carry no image
+dropped once read: stored tags are the client's own). An encoded gallery image
+gets its thumbnail and its feature norm in `tags` (`thumbnails.py`, `reference.py`);
+a query's `reference_id` and `reference_features` (a search by gallery id) are read. Answers carry no image
 payloads: bytes, tensors and data URIs are dropped, a path or URL is kept (the
 indexer stores only that, and clients have their images).
 """
@@ -16,6 +18,7 @@ from .errors import doc_name
 from .image_source import image_uri
 from .levels import level_docs
 from .pipeline import Item
+from .reference import NORM_TAG
 from .schemas import GalleryDoc, QueryDoc
 from .thumbnails import THUMBNAIL_TAG
 from .vectors import MODEL_TAG
@@ -31,6 +34,8 @@ def items(docs: Sequence[Doc]) -> List[Item]:
         if isinstance(doc, GalleryDoc) and doc.image is None and doc.embedding is not None:
             item.vector = doc.embedding
             item.model = doc.tags.pop(MODEL_TAG, None) if isinstance(doc.tags, dict) else None
+        elif isinstance(doc, QueryDoc):
+            item.reference_id, item.reference = doc.reference_id, doc.reference_features
         out.append(item)
     return out
 
@@ -43,8 +48,11 @@ def answer(docs: Sequence[Doc], results: Sequence[Item]) -> None:
             doc.embedding = item.embedding
         if doc.error != item.error:
             doc.error = item.error
-        if item.thumbnail:
-            doc.tags = {**(doc.tags or {}), THUMBNAIL_TAG: item.thumbnail}
+        if isinstance(doc, GalleryDoc) and (item.thumbnail or item.feature_norm):
+            stored = {THUMBNAIL_TAG: item.thumbnail, NORM_TAG: item.feature_norm}
+            doc.tags = {**(doc.tags or {}), **{k: v for k, v in stored.items() if v}}
+        if isinstance(doc, QueryDoc) and doc.reference_features is not None:
+            doc.reference_features = None  # read, not echoed
         if item.levels:
             doc.levels = level_docs(item.levels)
         if doc.image is not None and image_uri(doc.image) is None:

@@ -15,7 +15,8 @@ const TIMEOUT_MS = 60000;
 const state = {
   settings: { title: "mlcl search", captions: [], examples_text: "", examples: 0, default_limit: 10, max_limit: 100, levels: true,
               facet: null, facet_values: [] },
-  reference: null, // {image: data URI, id: gallery id or null, label: text, preview: false when the browser cannot show it}
+  reference: null, // {image: data URI or null, id: gallery id or null, label: text, preview: false when there is none to show,
+                   //  gallery: true for a result, which is sent by its id (the Flow uses the indexed image itself)}
   steps: [], // [{reference, caption, limit, levels, facet, answer, more}]
   current: -1, // index into steps of what the results show
   facet: null, // the value of settings.facet the results are narrowed to (null: all)
@@ -135,7 +136,8 @@ function setReference(reference) {
   if (old) old.remove();
   if (reference.preview === false) {
     img.hidden = true;
-    const box = el("div", "no-preview", "no preview (the browser cannot show it; the Flow reads it)");
+    const box = el("div", "no-preview", reference.gallery ? "no thumbnail (the Flow uses the indexed image)"
+                                                           : "no preview (the browser cannot show it; the Flow reads it)");
     box.id = "reference-no-preview";
     img.after(box);
   } else {
@@ -169,13 +171,10 @@ async function useFile(file) {
 }
 
 function useMatch(match) {
+  // Sent by its gallery id, not its thumbnail: the Flow fuses the indexed image's own features (docs/serving.md).
   const uri = thumbnailOf(match);
-  if (!uri) {
-    showMessage("Result " + match.id + " has no stored thumbnail, so it cannot be the next reference here; upload the image instead.", "error");
-    return;
-  }
   hideMessage();
-  setReference({ image: uri, id: match.id, label: match.id });
+  setReference({ image: uri, id: match.id, label: match.id, gallery: true, preview: uri !== null });
   $("caption").value = "";
   $("caption").focus();
 }
@@ -331,7 +330,7 @@ async function search() {
   const caption = $("caption").value.trim();
   const limit = currentLimit();
   const levels = $("levels-toggle").checked;
-  const query = { image: reference.image };
+  const query = reference.gallery ? {} : { image: reference.image }; // a gallery image goes by its id (reference_id)
   if (caption) query.text = caption;
   if (reference.id) query.reference_id = reference.id;
   const button = $("search-button");
