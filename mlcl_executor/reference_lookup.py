@@ -1,6 +1,6 @@
 """The gateway's half of a search by gallery id: the reference images' features looked up in the index first.
 
-A `/search` whose documents name a `reference_id` and carry neither an image
+A `/search` (or `/encode`) whose documents name a `reference_id` and carry neither an image
 nor `reference_features` is held at the gateway: the distinct ids go to the
 indexer's `/lookup` as one request through the Flow (the encoder has no
 `/lookup`, so jina passes it by; shards answer the ids they own and the merger
@@ -76,7 +76,7 @@ class ReferenceResolver:
     """A gateway's request handler (`handle(request=..., return_type=...) -> (future, floating future)`) that
     looks the reference features of `/search` queries up by gallery id before sending them on."""
 
-    def __init__(self, handle: Callable[..., Tuple[Any, Any]], endpoints: Iterable[str] = ("/search",)) -> None:
+    def __init__(self, handle: Callable[..., Tuple[Any, Any]], endpoints: Iterable[str] = ("/search", "/encode")) -> None:
         self._handle = handle
         self.endpoints = frozenset(endpoints)
 
