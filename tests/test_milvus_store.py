@@ -72,6 +72,9 @@ def test_scores_are_cosine_similarity_and_exact_with_flat(store, data):
     best = store.search(vectors[3:4], 1)[0][0]
     assert best[0].id == "g3" and best[1] == pytest.approx(1.0, abs=1e-5)
     assert best[0].uri == "/imgs/g3.png" and best[0].tags == {"n": 3}
+    (vec, tags), missing = store.lookup(["g3", "nope"])  # a search by gallery id reads the stored vector and tags
+    np.testing.assert_allclose(vec, vectors[3], atol=1e-6)
+    assert tags == {"n": 3} and missing is None
 
 
 def test_upsert_replaces_delete_exists_clear(store, data):
