@@ -21,6 +21,7 @@ from .jina_patches.gateway_requests import wrap_request_handler
 from .jina_patches.grpc_guard import guarded_grpc_server
 from .reference_lookup import ReferenceResolver
 from .request_batching import RequestBatcher, batching_options
+from .thumbnails import THUMBNAIL_TAG
 from .ui.routes import add_api_docs, add_favicon, add_ui_routes
 from .ui.routes import ui_settings as check_ui_settings
 from .write_token import AUTHORIZATION, OPEN_ENDPOINTS, WriteGuard, configured_token
@@ -58,7 +59,7 @@ class MLCLHTTPGateway(HTTPGateway):
         add_api_docs(app)
         add_favicon(app)
         if self.ui_settings is not None:
-            add_ui_routes(app, self.ui_settings)
+            add_ui_routes(app, self.ui_settings, self.thumbnail_of)
         if self.guard.enabled:
             install_write_guard(app, self.guard)
         if self.cors_origins:
@@ -67,6 +68,19 @@ class MLCLHTTPGateway(HTTPGateway):
             app.add_middleware(CORSMiddleware, allow_origins=self.cors_origins, allow_credentials=False,
                                allow_methods=CORS_METHODS, allow_headers=CORS_HEADERS)
         return app
+
+
+    async def thumbnail_of(self, doc_id: str) -> Optional[str]:
+        """A gallery id's stored thumbnail, as the Flow's index answers `/thumbnails` (None: it has none)."""
+        from docarray import DocList
+
+        from .schemas import GalleryDoc
+
+        async for docs, error in self.streamer.stream(docs=DocList[GalleryDoc]([GalleryDoc(id=doc_id)]),
+                                                      exec_endpoint="/thumbnails", return_type=DocList[GalleryDoc]):
+            if error is None and len(docs) and not docs[0].error:
+                return docs[0].tags.get(THUMBNAIL_TAG)
+        return None
 
 
 def install_write_guard(app: Any, guard: WriteGuard) -> None:

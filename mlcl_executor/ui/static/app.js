@@ -1,7 +1,7 @@
 // The mlcl search page: talks to the Flow that served it (same origin) over its
 // documented HTTP API (POST /search, POST /count). Every text it shows goes
 // through textContent; the only images it shows are data: URIs (an upload it
-// read itself, or a gallery thumbnail the Flow stored at index time).
+// read itself) and gallery thumbnails the Flow serves by id (GET /ui/thumbnail).
 "use strict";
 
 const LEVEL_TITLES = {
@@ -9,7 +9,6 @@ const LEVEL_TITLES = {
   mid: "mid: concatenation combiner",
   high: "high: hybrid fusion (CLIP4Cir's combiner)",
 };
-const IMAGE_URI = /^data:image\/(png|jpeg|gif|webp|bmp);base64,[A-Za-z0-9+/=]+$/;
 const TIMEOUT_MS = 60000;
 
 const state = {
@@ -94,18 +93,16 @@ async function post(endpoint, body) {
 }
 
 // ------------------------------------------------------------------ images
-function safeImage(uri) {
-  return typeof uri === "string" && IMAGE_URI.test(uri) ? uri : null;
-}
-
 function thumbnailOf(match) {
-  return safeImage(match && match.tags ? match.tags.thumbnail : null);
+  // served by the Flow from its index's workspace (docs/ui.md); a 404 shows "no thumbnail"
+  return match && match.id !== undefined && match.id !== null ? "thumbnail?id=" + encodeURIComponent(String(match.id)) : null;
 }
 
 function imageNode(uri, alt) {
   if (!uri) return el("div", "no-thumb", "no thumbnail");
   const img = el("img");
   img.alt = alt;
+  img.addEventListener("error", () => img.replaceWith(el("div", "no-thumb", "no thumbnail")), { once: true });
   img.src = uri;
   return img;
 }
@@ -141,6 +138,8 @@ function setReference(reference) {
     box.id = "reference-no-preview";
     img.after(box);
   } else {
+    // a gallery image without a thumbnail: the same reference, shown as having none
+    img.onerror = reference.gallery ? () => setReference(Object.assign({}, reference, { preview: false })) : null;
     img.src = reference.image;
     img.hidden = false;
   }
@@ -337,7 +336,7 @@ async function search() {
   button.disabled = true;
   $("results").setAttribute("aria-busy", "true");
   try {
-    const parameters = { limit: limit, thumbnails: true, levels: levels };
+    const parameters = { limit: limit, levels: levels };
     const filter = facetFilter(state.facet);
     if (filter) parameters.filter = filter;
     const answer = await post("/search", { data: [query], parameters: parameters });
@@ -369,7 +368,7 @@ async function more() {
   button.disabled = true;
   try {
     const offset = (step.answer.matches || []).length;
-    const parameters = { limit: step.limit, offset: offset, thumbnails: true };
+    const parameters = { limit: step.limit, offset: offset };
     const filter = facetFilter(step.facet);
     if (filter) parameters.filter = filter;
     const answer = await post("/search", { data: [step.query], parameters: parameters });
@@ -441,7 +440,7 @@ async function loadExamples() {
   try {
     const answer = await post("/search", {
       data: [{ text: state.settings.examples_text }],
-      parameters: { limit: Math.min(n, state.settings.max_limit), thumbnails: true },
+      parameters: { limit: Math.min(n, state.settings.max_limit) },
     });
     const doc = answer.data[0] || {};
     if (doc.error) throw new FlowError(doc.error);
