@@ -114,6 +114,25 @@ def test_a_search_by_an_id_not_in_the_gallery_is_a_400_that_names_it(served):
     assert "reference_id 'nor-this-one' is not in the gallery" in server_error(err.value)
 
 
+def test_the_page_gets_thumbnails_by_gallery_id_from_the_index(served, shapes):
+    import io
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from PIL import Image
+
+    name = shapes.gallery[3]
+    url = served["http_url"] + "/ui/thumbnail?id=" + urllib.parse.quote(name, safe="")
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.headers["Content-Type"] == "image/png"
+        thumb = Image.open(io.BytesIO(r.read()))
+    assert max(thumb.size) <= 128 and thumb.size == Image.open(shapes.image_path(name)).size  # 64-px shapes: as is
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(served["http_url"] + "/ui/thumbnail?id=no-such-image", timeout=30)
+    assert err.value.code == 404
+
+
 def test_grpc_update_and_delete(served, shapes):
     client = served["client"]
     n = count(client)

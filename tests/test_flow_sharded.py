@@ -47,6 +47,12 @@ def test_sharded_flow_end_to_end_with_the_encoder(served):
     assert all(r.error is None and len(r.matches) == 5 for r in res)
     with pytest.raises(RuntimeError, match=r"HTTP 400: .*reference_id 'ghost' is not in the gallery"):
         http_post(served["http_url"], "/search", {"data": [{"reference_id": "ghost", "text": "make it red"}]})
+    # thumbnails come from the shard that owns the id (each keeps its own in its workspace)
+    import urllib.request
+
+    for name in images:
+        with urllib.request.urlopen(f"{served['http_url']}/ui/thumbnail?id={name}", timeout=30) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "image/png"
 
 
 def test_sharded_top_k_equals_one_indexer(served, tmp_path):
