@@ -3,7 +3,6 @@ answers them by gallery id (`/thumbnails`, matches with `thumbnails: true`), and
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import numpy as np
@@ -101,41 +100,3 @@ def test_thumbnail_files_replace_atomically(tmp_path):
     assert files.read(["a/b.png", "c", "d"]) == ["data:image/png;base64,AAAA", "data:image/jpeg;base64,BBBB", None]
     files.write({"c": None})
     assert files.read(["c"]) == [None] and not list(files.folder.rglob("*.tmp"))
-
-
-# ------------------------------------------------------------ the page route
-def get(app, path: str, query: bytes = b""):
-    messages = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        messages.append(message)
-
-    scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
-             "raw_path": path.encode(), "query_string": query, "root_path": "", "headers": [],
-             "server": ("test", 80), "client": ("test", 1)}
-    asyncio.run(app(scope, receive, send))
-    headers = {k.decode().lower(): v.decode() for k, v in messages[0]["headers"]}
-    return messages[0]["status"], headers, b"".join(m.get("body", b"") for m in messages[1:])
-
-
-def test_the_thumbnail_route_serves_an_image_by_gallery_id_and_nothing_else():
-    from fastapi import FastAPI
-
-    from mlcl_executor.ui.routes import add_ui_routes, ui_settings
-
-    stored = {"tops/a.png": "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8jpeg").decode(),
-              "svg": "data:image/svg+xml;base64," + base64.b64encode(b"<svg/>").decode(), "text": "not a data uri"}
-
-    async def thumbnail_of(doc_id):
-        return stored.get(doc_id)
-
-    app = add_ui_routes(FastAPI(), ui_settings(), thumbnail_of)
-    status, headers, body = get(app, "/ui/thumbnail", b"id=tops%2Fa.png")
-    assert status == 200 and headers["content-type"] == "image/jpeg" and body == b"\xff\xd8jpeg"
-    assert headers["x-content-type-options"] == "nosniff"
-    for query in (b"id=svg", b"id=text", b"id=missing", b""):  # only image formats a browser shows, never markup
-        status, _, body = get(app, "/ui/thumbnail", query)
-        assert status == 404, query
