@@ -385,6 +385,8 @@ class MLCLIndexer(Executor):
 
         Each id this shard owns gets its thumbnail, or `error` when it has none; ids of other shards stay as
         they came (the merger keeps the owner's answer)."""
+        with self._store_lock:
+            self._shared_store()
         owned = [doc for doc in docs if doc.id and self._owns(doc.id)]
         for doc, uri in zip(owned, self._thumbnails_of([doc.id for doc in owned])):
             doc.image, doc.embedding = None, None

@@ -40,11 +40,13 @@ class ThumbnailFiles:
 
     def write(self, thumbnails: Dict[str, Optional[str]]) -> None:
         """Write each id's thumbnail (None: remove the id's file)."""
+        any_stored = self.folder.is_dir()  # none ever written (a gallery of bulk vectors): nothing to remove
         for doc_id, uri in thumbnails.items():
-            path = self.path(doc_id)
             if uri is None:
-                path.unlink(missing_ok=True)
+                if any_stored:
+                    self.path(doc_id).unlink(missing_ok=True)
                 continue
+            path = self.path(doc_id)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             with open(tmp, "w", encoding="ascii", errors="replace") as f:
