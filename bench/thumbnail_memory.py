@@ -16,6 +16,7 @@ the id's UTF-8 bytes); the target of issue 19 is <= 1.3x with thumbnails on.
 
     .venv/bin/python bench/thumbnail_memory.py                        # 100k docs, widths 640 (RN50x4) and 128, memory store
     .venv/bin/python bench/thumbnail_memory.py --size 20000 --backends memory hnsw --dims 640
+    .venv/bin/python bench/thumbnail_memory.py --quick               # 3000 docs, width 640: seconds
 """
 
 from __future__ import annotations
@@ -153,6 +154,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", default=["memory"], choices=["memory", "hnsw"])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--name", default="thumbnail_memory", help="results file name under bench/results/")
+    p.add_argument("--out-dir", default=None, help="where the JSON goes (default bench/results/)")
+    p.add_argument("--quick", action="store_true", help="3000 documents of width 640 (a smoke run)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
     p.add_argument("--dim", type=int, help=argparse.SUPPRESS)
@@ -166,11 +169,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.worker:
         Path(args.out).write_text(json.dumps(run_worker(args)))
         return 0
+    if args.quick:
+        args.size, args.dims = 3000, [640]
     info = machine_info()
     results = [spawn(args, backend, dim, mode) for backend in args.backends for dim in args.dims for mode in args.modes]
     path = write_results(args.name, {"config": {"size": args.size, "dims": args.dims, "backends": args.backends,
                                                 "modes": args.modes, "target_ratio": TARGET}, "results": results,
-                                     "machine": info})
+                                     "machine": info}, out_dir=args.out_dir, quick=args.quick)
     print(table(results))
     print(f"\n{machine_line(info)}\ntarget: RSS per document <= {TARGET}x the vectors + ids with thumbnails on; -> {path}")
     return 0
