@@ -12,7 +12,9 @@ modes:
 - `none`: no thumbnail at all (the floor).
 
 The table gives the RSS growth per document and its ratio to the vectors + ids (float32 vector bytes +
-the id's UTF-8 bytes); the target of issue 19 is <= 1.3x with thumbnails on.
+the id's UTF-8 bytes); the target of issue 19 is <= 1.3x with thumbnails on. The indexer's own rate
+(documents/s through `MLCLIndexer.index`, in process) is there too: files cost a write each, and an
+fsync each with `--fsync` (a served index's default).
 
     .venv/bin/python bench/thumbnail_memory.py                        # 100k docs, widths 640 (RN50x4) and 128, memory store
     .venv/bin/python bench/thumbnail_memory.py --size 20000 --backends memory hnsw --dims 640
@@ -77,7 +79,7 @@ def run_worker(args: argparse.Namespace) -> Dict[str, Any]:
     quiet_jina()
     bases = base_thumbnails() if args.mode != "none" else []
     with tempfile.TemporaryDirectory(prefix="thumbmem-") as ws:
-        indexer = MLCLIndexer(backend=args.backend, dim=args.dim, persistence={"fsync": False},
+        indexer = MLCLIndexer(backend=args.backend, dim=args.dim, persistence={"fsync": args.fsync},
                               hnsw={"max_elements": args.size}, metas={"name": "indexer", "workspace": ws})
         if args.mode == "tags":
             indexer.thumbnails = None  # as before thumbnail files: the thumbnail stays in the store's tags
@@ -123,7 +125,7 @@ def spawn(args: argparse.Namespace, backend: str, dim: int, mode: str) -> Dict[s
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
     cmd = [sys.executable, __file__, "--worker", "--backend", backend, "--dim", str(dim), "--mode", mode,
-           "--size", str(args.size), "--out", str(out)]
+           "--size", str(args.size), "--out", str(out)] + (["--fsync"] if args.fsync else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     try:
         if proc.returncode != 0:
@@ -138,13 +140,13 @@ def table(results: Sequence[Dict[str, Any]]) -> str:
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["backend"], r["dim"], r["mode"], r["size"], "error: " + r["error"], "", "", "", ""])
+            rows.append([r["backend"], r["dim"], r["mode"], r["size"], "error: " + r["error"], "", "", "", "", ""])
             continue
         rows.append([r["backend"], r["dim"], r["mode"], r["size"], round(r["rss_per_doc_bytes"]),
                      round(r["vectors_ids_per_doc_bytes"]), f"{r['ratio']:.2f}x", round(r["thumbnail_uri_bytes_mean"]),
-                     f"{r['thumbnail_files_mb']:.0f}"])
+                     f"{r['thumbnail_files_mb']:.0f}", round(r["docs_per_s"])])
     return markdown_table(["backend", "dim", "thumbnails", "docs", "RSS / doc (B)", "vectors + ids / doc (B)", "ratio",
-                           "thumbnail / doc (B)", "files on disk (MB)"], rows)
+                           "thumbnail / doc (B)", "files on disk (MB)", "indexer docs/s"], rows)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -156,6 +158,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--name", default="thumbnail_memory", help="results file name under bench/results/")
     p.add_argument("--out-dir", default=None, help="where the JSON goes (default bench/results/)")
     p.add_argument("--quick", action="store_true", help="3000 documents of width 640 (a smoke run)")
+    p.add_argument("--fsync", action="store_true", help="the store's persistence.fsync on (the default of a served "
+                   "index; off here by default: RSS does not depend on it, the indexing rate does)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
     p.add_argument("--dim", type=int, help=argparse.SUPPRESS)
@@ -173,7 +177,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.size, args.dims = 3000, [640]
     info = machine_info()
     results = [spawn(args, backend, dim, mode) for backend in args.backends for dim in args.dims for mode in args.modes]
-    path = write_results(args.name, {"config": {"size": args.size, "dims": args.dims, "backends": args.backends,
+    path = write_results(args.name, {"config": {"size": args.size, "dims": args.dims, "backends": args.backends, "fsync": args.fsync,
                                                 "modes": args.modes, "target_ratio": TARGET}, "results": results,
                                      "machine": info}, out_dir=args.out_dir, quick=args.quick)
     print(table(results))
