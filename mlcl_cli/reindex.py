@@ -64,6 +64,7 @@ def work_folder(workspace: Path) -> Path:
 def find_shards(workspace: Path) -> List[Shard]:
     """The indexer folders of `workspace` (their `mlcl-index.json`), or ValueError saying why there is nothing to do."""
     from mlcl_executor.indexer import META_FILE
+    from mlcl_executor.reference import NORM_TAG
 
     if not workspace.is_dir():
         raise ValueError(f"workspace {workspace} does not exist (give the --workspace that `mlcl serve` used)")
@@ -119,7 +120,10 @@ def build_index(shard: Shard, target: Path, vectors: Dict[str, Any], dim: int, m
     (target / META_FILE).write_text(json.dumps({"backend": shard.backend, "dim": dim, "format": 1}))
     store = create_store(shard.backend, dim, target)
     try:
-        rows = [{"id": m.id, "embedding": np.asarray(vectors[m.id], dtype=np.float32), "uri": m.uri, "tags": m.tags}
+        # The old model's feature norm would fuse the new vector wrongly in a search by gallery id: it goes
+        # (such a search then names the document as stored without its norm until it is indexed again).
+        rows = [{"id": m.id, "embedding": np.asarray(vectors[m.id], dtype=np.float32), "uri": m.uri,
+                 "tags": {k: v for k, v in (m.tags or {}).items() if k != NORM_TAG}}
                 for m in shard.documents if m.id in vectors]
         for start in range(0, len(rows), WRITE_ROWS):
             store.upsert(rows[start : start + WRITE_ROWS])

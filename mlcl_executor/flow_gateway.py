@@ -1,5 +1,5 @@
 """MLCLGateway: jina's gRPC + HTTP gateway, with a client's mistake answered as HTTP 400, the search page,
-the write token, and CORS only for the origins the Flow names.
+the write token, CORS only for the origins the Flow names, and searches by gallery id (reference_lookup.py).
 
 Named in the Flow YAMLs (`gateway: uses: MLCLGateway`, `py_modules:
 mlcl_executor.jina_register`, which imports this module under its package
@@ -19,7 +19,9 @@ from jina.serve.runtimes.gateway.http import HTTPGateway
 from .jina_patches.gateway import CompositeWithHTTP, install_client_errors
 from .jina_patches.gateway_requests import wrap_request_handler
 from .jina_patches.grpc_guard import guarded_grpc_server
+from .reference_lookup import ReferenceResolver
 from .request_batching import RequestBatcher, batching_options
+from .thumbnails import THUMBNAIL_TAG
 from .ui.routes import add_api_docs, add_favicon, add_ui_routes
 from .ui.routes import ui_settings as check_ui_settings
 from .write_token import AUTHORIZATION, OPEN_ENDPOINTS, WriteGuard, configured_token
@@ -57,7 +59,7 @@ class MLCLHTTPGateway(HTTPGateway):
         add_api_docs(app)
         add_favicon(app)
         if self.ui_settings is not None:
-            add_ui_routes(app, self.ui_settings)
+            add_ui_routes(app, self.ui_settings, self.thumbnail_of)
         if self.guard.enabled:
             install_write_guard(app, self.guard)
         if self.cors_origins:
@@ -66,6 +68,19 @@ class MLCLHTTPGateway(HTTPGateway):
             app.add_middleware(CORSMiddleware, allow_origins=self.cors_origins, allow_credentials=False,
                                allow_methods=CORS_METHODS, allow_headers=CORS_HEADERS)
         return app
+
+
+    async def thumbnail_of(self, doc_id: str) -> Optional[str]:
+        """A gallery id's stored thumbnail, as the Flow's index answers `/thumbnails` (None: it has none)."""
+        from docarray import DocList
+
+        from .schemas import GalleryDoc
+
+        async for docs, error in self.streamer.stream(docs=DocList[GalleryDoc]([GalleryDoc(id=doc_id)]),
+                                                      exec_endpoint="/thumbnails", return_type=DocList[GalleryDoc]):
+            if error is None and len(docs) and not docs[0].error:
+                return docs[0].tags.get(THUMBNAIL_TAG)
+        return None
 
 
 def install_write_guard(app: Any, guard: WriteGuard) -> None:
@@ -111,9 +126,10 @@ class MLCLGateway(CompositeWithHTTP):
         if self._guard.enabled and others:
             raise ValueError(f"MLCL gateway: the write token guards gRPC and HTTP only; remove {', '.join(others)} "
                              "from the Flow's protocols")
-        if options is not None:
-            for server in self.servers:
+        for server in self.servers:
+            if options is not None:
                 wrap_request_handler(server, lambda handle: RequestBatcher(handle, **options))
+            wrap_request_handler(server, ReferenceResolver)  # outside the batching: searches go out resolved
 
     def http_server(self, **server_kwargs: Any) -> MLCLHTTPGateway:
         return MLCLHTTPGateway(ui_settings=self._ui_settings, guard=self._guard, cors_origins=self._cors_origins,

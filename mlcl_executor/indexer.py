@@ -10,6 +10,10 @@ Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
 - `/delete` delete by id (unknown ids get `error`), or every id that starts with
   `parameters: {"prefix": P}` (answering one document per id deleted);
 - `/clear`  delete everything; `/count` one `StatsDoc` (count, width, model id);
+- `/lookup` the stored features of gallery documents by id (`embedding`), for a
+  search by gallery id (`reference.py`; the gateway asks, not clients);
+- `/thumbnails` the stored thumbnails of gallery documents by id (`tags.thumbnail`),
+  for the page's thumbnail route (`ui/routes.py`);
 - `/search` fill `matches` and `scores` (cosine similarity, best first) for every
   query with an `embedding`; parameters (`params.py`) `limit`, `offset`,
   `filter` (`filters.py`), `exclude_reference`, `thumbnails`, `levels` and the
@@ -30,6 +34,11 @@ existing id lands on the shard that holds it. `MLCLMerger` (`merger.py`, the
 shards' `uses_after`) merges the per-shard top-k into the global top-k and sums
 counts: a shard of several answers its first `offset + limit` matches and the
 merger cuts the page (`topk.py`).
+
+Thumbnails: with a workspace store (`memory`, `hnsw`) the thumbnail the encoder
+puts in a gallery document's tags is kept as a file in the workspace
+(`thumbnail_files.py`), not in the store's memory; with `milvus` (or no
+workspace) it stays in the stored tags.
 
 Answers carry no server path unless `expose_paths: true`: a match's `uri` that
 is a local path (an image sent as a path under the encoder's `image_roots`) and
@@ -56,9 +65,11 @@ from .image_source import image_uri, is_server_path
 from .jina_patches import passthrough
 from .levels import drop_level_vectors
 from .params import param_bool, param_int
+from .reference import stored_features
 from .schemas import GalleryDoc, LevelMatchDoc, MatchDoc, QueryDoc, StatsDoc, VectorsDoc
 from .stores import BACKENDS, Match, VectorStore, create_store
-from .thumbnails import match_tags
+from .thumbnail_files import ThumbnailFiles
+from .thumbnails import THUMBNAIL_TAG, match_tags
 from .topk import candidates, reference_to_skip, top_k
 from .vectors import MODEL_TAG, vector_problem
 from .workspace_model import forget_model, hold_serving_lock, mismatch, record_model, recorded_model
@@ -123,6 +134,9 @@ class MLCLIndexer(Executor):
         self.shards = int(getattr(self.runtime_args, "shards", 1) or 1)
         self.workdir: Optional[Path] = Path(self.workspace) if self.workspace else None
         self._store_lock = threading.Lock()  # Jina serialises requests by default; this keeps it true if that changes
+        # thumbnails on disk where the index has a workspace of its own (Milvus keeps them in the database)
+        self.thumbnails = (ThumbnailFiles(self.workdir, bool(self.persistence.get("fsync", True)))
+                           if self.workdir and backend != "milvus" else None)
         self.store: Optional[VectorStore] = None
         if backend == "milvus":
             if self.shards > 1:
@@ -271,8 +285,7 @@ class MLCLIndexer(Executor):
             new_model = self._check_model([d.tags.pop(MODEL_TAG, None) for d in docs if d.tags and not d.error], "/index")
             keep = self._check_vectors(docs, "/index")
             rows = {docs[i].id: self._row(docs[i]) for i in keep if self._owns(docs[i].id)}
-            if rows and self.store is not None:
-                self.store.upsert(list(rows.values()))
+            self._upsert(rows)
             self._adopt_model(new_model if keep else None)
         return self._slim(docs)
 
@@ -301,8 +314,7 @@ class MLCLIndexer(Executor):
                 for doc_id, vec in zip(doc.ids, vecs):
                     if self._owns(doc_id):
                         rows[doc_id] = {"id": doc_id, "embedding": vec, "uri": None, "tags": {}}
-            if rows and self.store is not None:
-                self.store.upsert(list(rows.values()))  # raises (nothing stored) on an empty id or a zero vector
+            self._upsert(rows)  # raises (nothing stored) on an empty id or a zero vector
             for doc, _ in blocks:
                 doc.count = sum(1 for doc_id in doc.ids if self._owns(doc_id))
             self._adopt_model(new_model if blocks else None)
@@ -326,9 +338,17 @@ class MLCLIndexer(Executor):
                     rows[doc.id] = self._row(doc)
                 else:
                     doc.error = f"{doc_name(doc.id, i)}: not in the index (use /index to add it)"
-            if rows and self.store is not None:
-                self.store.upsert(list(rows.values()))
+            self._upsert(rows)
         return self._slim(docs)
+
+    def _upsert(self, rows: Dict[str, Dict[str, Any]]) -> None:
+        """Store rows; with thumbnail files, each row's thumbnail goes to its file, not into the store."""
+        if not rows or self.store is None:
+            return
+        thumbnails = {doc_id: row["tags"].pop(THUMBNAIL_TAG, None) for doc_id, row in rows.items()} if self.thumbnails else {}
+        self.store.upsert(list(rows.values()))
+        if self.thumbnails is not None:
+            self.thumbnails.write(thumbnails)  # after the store took the rows: a refused write leaves no file
 
     @requests(on="/delete")
     def delete(self, docs: DocList[GalleryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[GalleryDoc]:
@@ -354,6 +374,8 @@ class MLCLIndexer(Executor):
                     doc.error = f"{doc_name(doc.id, i)}: not in the index"
             if found and self.store is not None:
                 self.store.delete(sorted(set(found)))
+                if self.thumbnails is not None:
+                    self.thumbnails.delete(found)
         return self._slim(docs)
 
     def _delete_prefix(self, docs: DocList[GalleryDoc], prefix: Any) -> DocList[GalleryDoc]:
@@ -370,6 +392,8 @@ class MLCLIndexer(Executor):
             except NotImplementedError:
                 raise RequestError(f"deleting by prefix is not available with backend {self.backend}: name the ids") from None
             self.store.delete(ids)
+            if self.thumbnails is not None:
+                self.thumbnails.delete(ids)
         return DocList[GalleryDoc]([GalleryDoc(id=doc_id) for doc_id in ids])
 
     @requests(on="/clear")
@@ -379,6 +403,8 @@ class MLCLIndexer(Executor):
             self._shared_store()
             if self.store is not None:
                 self.store.clear()
+            if self.thumbnails is not None:
+                self.thumbnails.clear()
             forget_model(self.model_dir)
             self.model_id = None
         return self._slim(docs)
@@ -400,6 +426,49 @@ class MLCLIndexer(Executor):
             self._shared_store()
         n = self.store.count() if self.store is not None else 0
         return DocList[StatsDoc]([StatsDoc(id="count", count=n, shards={str(self.shard_id): n}, dim=self.dim, model=self.model_id)])
+
+    @requests(on="/lookup")
+    def lookup(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
+        """The reference features of gallery documents by id (a search by gallery id, `reference.py`).
+
+        Each id this shard owns gets `embedding` (the stored unit vector x its feature norm), or `error` when
+        it is not stored (or was stored without its norm); ids of other shards stay as they came (the merger
+        keeps the owner's answer)."""
+        with self._store_lock:
+            self._shared_store()
+            owned = [doc for doc in docs if doc.id and self._owns(doc.id)]
+            found = self.store.lookup([doc.id for doc in owned]) if self.store is not None and owned else [None] * len(owned)
+        for doc, hit in zip(owned, found):
+            name = f"reference_id {doc.id!r}"
+            doc.image, doc.tags = None, {}
+            doc.embedding, doc.error = stored_features(*hit, name) if hit else (None, f"{name} is not in the gallery")
+        return docs
+
+    @requests(on="/thumbnails")
+    def thumbnail_lookup(self, docs: DocList[GalleryDoc], **kwargs: Any) -> DocList[GalleryDoc]:
+        """The stored thumbnails of gallery documents by id (`tags.thumbnail`; the page's thumbnail route asks).
+
+        Each id this shard owns gets its thumbnail, or `error` when it has none; ids of other shards stay as
+        they came (the merger keeps the owner's answer)."""
+        with self._store_lock:
+            self._shared_store()
+        owned = [doc for doc in docs if doc.id and self._owns(doc.id)]
+        for doc, uri in zip(owned, self._thumbnails_of([doc.id for doc in owned])):
+            doc.image, doc.embedding = None, None
+            doc.tags = {THUMBNAIL_TAG: uri} if uri else {}
+            doc.error = None if uri else f"gallery id {doc.id!r} has no thumbnail"
+        return docs
+
+    def _thumbnails_of(self, ids: List[str]) -> List[Optional[str]]:
+        """Each id's thumbnail: its file, else its stored tags (Milvus; an index written before the files)."""
+        found = self.thumbnails.read(ids) if self.thumbnails is not None else [None] * len(ids)
+        missing = [i for i, uri in enumerate(found) if uri is None]
+        if missing and self.store is not None:
+            with self._store_lock:
+                hits = self.store.lookup([ids[i] for i in missing])
+            for i, hit in zip(missing, hits):
+                found[i] = hit[1].get(THUMBNAIL_TAG) if hit else None
+        return found
 
     @requests(on="/search")
     def search(self, docs: DocList[QueryDoc], parameters: Optional[Dict[str, Any]] = None, **kwargs: Any) -> DocList[QueryDoc]:
@@ -477,6 +546,9 @@ class MLCLIndexer(Executor):
         """A query's (or one of its levels') `matches` and `scores` from the store's hits."""
         cls = MatchDoc if isinstance(target, QueryDoc) else LevelMatchDoc
         kept = top_k([hits], limit, skip, offset)
+        if thumbnails and self.thumbnails is not None and kept:  # the page's matches only: files read, not memory
+            kept = [(m._replace(tags={**m.tags, THUMBNAIL_TAG: uri}) if uri else m, s)
+                    for (m, s), uri in zip(kept, self._thumbnails_of([m.id for m, _ in kept]))]
         target.matches = DocList[cls]([cls(id=m.id, score=s, **self._visible(m, thumbnails)) for m, s in kept])
         target.scores = [s for _, s in kept]
 

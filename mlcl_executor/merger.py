@@ -15,7 +15,7 @@ from .topk import reference_to_skip, top_k
 class MLCLMerger(Executor):
     """`uses_after` of a sharded MLCLIndexer: merges the answers of all shards.
 
-    `/search`: the global page (`offset`, `limit`) from the per-shard lists of
+    `/lookup`, `/thumbnails`: each id's answer from the shard that owns it. `/search`: the global page (`offset`, `limit`) from the per-shard lists of
     their first `offset + limit` (exact: each shard's list holds every
     candidate that could be on the global page). `/count`: the sum. Write endpoints: docarray's reduce
     (per-document fields merged, e.g. the `error` set by the owning shard).
@@ -83,6 +83,21 @@ class MLCLMerger(Executor):
                 per_shard.update(doc.shards)
                 dim, model = dim or doc.dim, model or doc.model
         return DocList[StatsDoc]([StatsDoc(id="count", count=sum(per_shard.values()), shards=per_shard, dim=dim, model=model)])
+
+    @requests(on=["/lookup", "/thumbnails"])
+    def merge_lookup(
+        self, docs: DocList[GalleryDoc] = None, docs_matrix: Optional[List[DocList[GalleryDoc]]] = None, **kwargs: Any
+    ) -> DocList[GalleryDoc]:
+        """Each id's answer (features, a thumbnail, or an error) from the shard that owns it; the others left it as it came."""
+        shards = [d for d in (docs_matrix or []) if d is not None]
+        if not shards:
+            return DocList[GalleryDoc]()
+        out = shards[0]
+        for other in shards[1:]:
+            for doc, theirs in zip(out, other):
+                if doc.embedding is None and doc.error is None and not doc.tags:
+                    doc.embedding, doc.error, doc.tags = theirs.embedding, theirs.error, theirs.tags
+        return out
 
     @requests(on="/index_vectors")
     def merge_vectors(

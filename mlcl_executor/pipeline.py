@@ -16,8 +16,15 @@ request mixing composed, image-only and text-only queries is split into (at most
 three groups, one model call per chunk of `batch_size` of each, the pixels of a
 chunk normalised as one tensor (`MLCLModel.images_from_pixels`).
 
+A query may bring its reference image as features instead of pixels (`reference`:
+the indexed image's backbone features, looked up by gallery id, see
+`reference.py`); they are fused with the text exactly as decoded pixels' features
+would be. A gallery item answers `feature_norm` (the norm of its features, which
+the unit vector lacks) beside its vector.
+
 A bad item (an image that cannot be read, neither image nor text, a vector of
-another model or width) gets its `error`; the rest of the request is served.
+another model or width, a `reference_id` without an image that nothing looked
+up) gets its `error`; the rest of the request is served.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ import numpy as np
 
 from .vectors import MODEL_TAG, model_problem, vector_problem
 
-Kind = Tuple[bool, bool]  # (has image, has text): the items one model call takes
+Kind = Tuple[str, bool]  # (the reference image as PIXELS, FEATURES or NONE; has text): the items one model call takes
+PIXELS, FEATURES, NONE = "pixels", "features", ""
 
 
 @dataclass(eq=False)
@@ -46,6 +54,9 @@ class Item:
     error: Optional[str] = None
     levels: Optional[Dict[str, np.ndarray]] = None  # answer: each fusion level's vector, by the model's level name
     thumbnail: Optional[str] = None  # answer: a small data URI of the image (gallery, when asked for)
+    reference_id: Optional[str] = None  # query: the gallery id its reference image has
+    reference: Any = None  # query: that image's backbone features, looked up by id (reference.py), instead of pixels
+    feature_norm: Optional[float] = None  # answer (gallery): the norm of the image's features (reference.py)
 
 
 class EncodingPipeline:
@@ -76,6 +87,8 @@ class Job:
                 self._check_given(item)
             elif item.image is not None:
                 self.todo.append(i)
+            elif as_query and (item.reference is not None or item.reference_id):
+                self._check_reference(item)
 
     @property
     def images(self) -> List[Any]:
@@ -108,6 +121,14 @@ class Job:
         else:
             item.embedding = np.asarray(item.vector, dtype=np.float32)
 
+    def _check_reference(self, item: Item) -> None:
+        """A query without an image that names a gallery image: its features must have been looked up."""
+        if item.reference is None:
+            item.error = (f"{item.name}: reference_id {item.reference_id!r} without an image, and its features were not "
+                          "looked up (a search by gallery id goes through MLCLGateway, which asks the index for them)")
+        elif shape := vector_problem(item.reference, self.pipeline.model.embed_dim, nonzero=True):
+            item.error = f"{item.name}: reference_features {shape}"
+
     def _batches(self) -> List[Tuple[Kind, List[int]]]:
         """(kind, positions) per model call: items grouped by kind, in chunks of `batch_size`."""
         groups: Dict[Kind, List[int]] = {}
@@ -115,32 +136,44 @@ class Job:
             if i in self.given or item.error:  # a given vector, or an image that failed to load
                 continue
             text = item.text.strip() if self.as_query and isinstance(item.text, str) else ""
-            has_image = i in self.pixels
-            if not self.as_query and not has_image:
+            source = PIXELS if i in self.pixels else FEATURES if self.as_query and item.reference is not None else NONE
+            if not self.as_query and source == NONE:
                 item.error = f"{item.name}: has no image (a gallery document needs one)"
-            elif not has_image and not text:
+            elif source == NONE and not text:
                 item.error = f"{item.name}: has neither image nor text"
             else:
-                groups.setdefault((has_image, bool(text)), []).append(i)
+                groups.setdefault((source, bool(text)), []).append(i)
         size = self.pipeline.batch_size
         return [(kind, idx[s : s + size]) for kind, idx in groups.items() for s in range(0, len(idx), size)]
 
     def _run(self, kind: Kind, chunk: List[int]) -> None:
         import torch
 
-        model, (has_image, has_text) = self.pipeline.model, kind
-        images = model.images_from_pixels([self.pixels[i] for i in chunk], self.pipeline.device) if has_image else None
+        model, (source, has_text) = self.pipeline.model, kind
+        images = model.images_from_pixels([self.pixels[i] for i in chunk], self.pipeline.device) if source == PIXELS else None
         texts = [self.items[i].text.strip() for i in chunk] if has_text else None
         with torch.inference_mode():
-            if self.as_query and self.levels and has_image and has_text:
+            if source == FEATURES:  # the reference image as looked up by gallery id (reference.py): no pixels
+                f_ref = torch.from_numpy(np.stack([np.asarray(self.items[i].reference, dtype=np.float32) for i in chunk]))
+                f_ref = f_ref.to(model.device)
+                if has_text and self.levels:
+                    fused = model.query_levels(f_ref, model.text_features(texts))
+                else:
+                    fused = {"fused": model.compose(f_ref, model.text_features(texts)) if has_text else model.gallery_vectors(f_ref)}
+                out = {k: v.float().cpu().numpy() for k, v in fused.items()}
+            elif self.as_query and self.levels and images is not None and has_text:
                 out = {k: v.float().cpu().numpy() for k, v in model.encode_query_levels(images, texts).items()}
-                vectors = out.pop("fused")
-                for row, i in enumerate(chunk):
-                    self.items[i].levels = {level: v[row] for level, v in out.items()}
             elif self.as_query:
-                vectors = model.encode_query(images=images, texts=texts).float().cpu().numpy()
+                out = {"fused": model.encode_query(images=images, texts=texts).float().cpu().numpy()}
             else:
-                vectors = model.encode_image(images).float().cpu().numpy()
+                vectors, norms = model.encode_gallery(images)
+                out = {"fused": vectors.float().cpu().numpy()}
+                for i, norm in zip(chunk, norms.float().cpu().tolist()):
+                    self.items[i].feature_norm = norm
+        vectors = out.pop("fused")
+        if self.levels and out:
+            for row, i in enumerate(chunk):
+                self.items[i].levels = {level: v[row] for level, v in out.items()}
         for row, i in enumerate(chunk):
             self.items[i].embedding, self.items[i].model = vectors[row], self.pipeline.model_id
 

@@ -42,18 +42,19 @@ def _value(data: Any, key: str) -> Any:
 
 
 def _readable(data: Any) -> bool:
-    if not _FIELDS.issuperset(data.keys()):
-        return False
+    if not _FIELDS.issuperset(data.keys()) or _value(data, "reference_features") is not None:
+        return False  # features looked up by reference_id (a search by gallery id): the typed path reads them
     return all(key not in data or data[key].WhichOneof("content") in kinds
-               for key, kinds in (("image", _IMAGE_KINDS), ("text", _TEXT_KINDS), ("error", _TEXT_KINDS)))
+               for key, kinds in (("image", _IMAGE_KINDS), ("text", _TEXT_KINDS), ("error", _TEXT_KINDS),
+                                  ("reference_id", _TEXT_KINDS)))
 
 
 def items(docs: DocListProto) -> Optional[List[Item]]:
     """The request's documents as pipeline items, or None when one holds anything not read here."""
     if not all(_readable(doc.data) for doc in docs.docs):
         return None
-    return [Item(doc_name(_value(doc.data, "id"), i), _value(doc.data, "image"), _value(doc.data, "text"))
-            for i, doc in enumerate(docs.docs)]
+    return [Item(doc_name(_value(doc.data, "id"), i), _value(doc.data, "image"), _value(doc.data, "text"),
+                 reference_id=_value(doc.data, "reference_id")) for i, doc in enumerate(docs.docs)]
 
 
 def answer(docs: DocListProto, results: Sequence[Item]) -> None:

@@ -49,7 +49,7 @@ def parameters_key(parameters: Any) -> str:
         return repr(parameters)
 
 
-def _doc_list(request: Any) -> Optional[Any]:
+def request_docs(request: Any) -> Optional[Any]:
     """The request's repeated DocProto, or None when its documents travel as bytes (not merged)."""
     content = request.proto_with_data.data
     if content.WhichOneof("documents") == "docs_bytes":
@@ -73,7 +73,7 @@ def merge_requests(requests: Sequence[Any], endpoint: str) -> Tuple[Any, List[Op
     seen: set = set()
     renamed: List[Optional[List[str]]] = []
     for position, request in enumerate(requests):
-        own = _doc_list(request)
+        own = request_docs(request)
         ids = [_doc_id(d) for d in own]
         clash = any(i in seen for i in ids) or len(set(ids)) != len(ids)
         seen.update(ids)
@@ -152,7 +152,7 @@ class RequestBatcher:
         endpoint = request.header.exec_endpoint
         if endpoint not in self.endpoints or request.header.target_executor or kwargs:
             return self._handle(request=request, return_type=return_type, **kwargs)
-        docs = _doc_list(request)
+        docs = request_docs(request)
         if docs is None or not len(docs):
             return self._handle(request=request, return_type=return_type)
         loop = asyncio.get_event_loop()
@@ -225,4 +225,4 @@ class RequestBatcher:
             self._schedule(asyncio.get_event_loop())
 
 
-__all__ = ["DEFAULTS", "RequestBatcher", "batching_options", "merge_requests", "parameters_key", "split_response"]
+__all__ = ["DEFAULTS", "RequestBatcher", "batching_options", "merge_requests", "parameters_key", "request_docs", "split_response"]

@@ -69,12 +69,16 @@ class QueryDoc(BaseDoc):
 
     Both -> the fused MLCL query; image only -> find similar images; text
     only -> text-to-image retrieval. `reference_id` names the gallery document
-    the reference image is (it is then left out of `matches` by default).
+    the reference image is (it is then left out of `matches` by default); sent
+    without an image, the indexed image is the reference (`reference.py`).
     """
 
     image: Optional[ImageInput] = Field(None, description="reference image: data URI, path or URL (or bytes/tensor)")
     text: Optional[str] = Field(None, description="modifier text, e.g. 'make the red circle blue'")
-    reference_id: Optional[str] = Field(None, description="gallery id of the reference image, excluded from matches")
+    reference_id: Optional[str] = Field(None, description="gallery id of the reference image, excluded from matches; "
+                                        "without an image the indexed image's features are used (a search by id)")
+    reference_features: Optional[NdArray] = Field(None, description="the reference image's features, looked up by "
+                                                  "reference_id (set by the gateway, dropped from answers)")
     embedding: Optional[NdArray] = Field(None, description="the fused query vector (set by the encoder)")
     model: Optional[str] = Field(None, description="the model id of `embedding` (set by the encoder; the indexer checks it)")
     error: Optional[str] = Field(None, description="why this query was not served; None when it was")

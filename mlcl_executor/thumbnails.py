@@ -16,6 +16,8 @@ from typing import Any, Dict, Mapping, Optional
 
 from PIL import Image
 
+from .reference import NORM_TAG
+
 THUMBNAIL_TAG = "thumbnail"
 
 
@@ -45,8 +47,10 @@ def make_thumbnail(image: Image.Image, max_side: int, max_bytes: int) -> Optiona
 
 
 def match_tags(tags: Optional[Mapping[str, Any]], keep_thumbnail: bool) -> Dict[str, Any]:
-    """A stored document's tags as a match returns them (the thumbnail only when asked for)."""
+    """A stored document's tags as a match returns them (the thumbnail only when asked for; never the
+    feature norm, which is the server's own, `reference.py`)."""
     out = dict(tags or {})
+    out.pop(NORM_TAG, None)
     if not keep_thumbnail:
         out.pop(THUMBNAIL_TAG, None)
     return out

@@ -5,7 +5,9 @@ The adapter of the encoder's own endpoints (`/index`, `/update`, `/search`, and
 and no image brings its vector (`tags["mlcl_model"]` names its model; the tag is
 read). Answers name the model of each vector (vectors.py): a gallery document's
 `tags["mlcl_model"]`, a query's `model`; the indexer checks them against the
-model its workspace records, and stores no such tag. Answers carry no image
+model its workspace records, and stores no such tag. An encoded gallery image
+gets its thumbnail and its feature norm in `tags` (`thumbnails.py`, `reference.py`);
+a query's `reference_id` and `reference_features` (a search by gallery id) are read. Answers carry no image
 payloads: bytes, tensors and data URIs are dropped, a path or URL is kept (the
 indexer stores only that, and clients have their images).
 """
@@ -18,6 +20,7 @@ from .errors import doc_name
 from .image_source import image_uri
 from .levels import level_docs
 from .pipeline import Item
+from .reference import NORM_TAG
 from .schemas import GalleryDoc, QueryDoc
 from .thumbnails import THUMBNAIL_TAG
 from .vectors import MODEL_TAG
@@ -33,6 +36,8 @@ def items(docs: Sequence[Doc]) -> List[Item]:
         if isinstance(doc, GalleryDoc) and doc.image is None and doc.embedding is not None:
             item.vector = doc.embedding
             item.model = doc.tags.pop(MODEL_TAG, None) if isinstance(doc.tags, dict) else None
+        elif isinstance(doc, QueryDoc):
+            item.reference_id, item.reference = doc.reference_id, doc.reference_features
         out.append(item)
     return out
 
@@ -48,10 +53,12 @@ def answer(docs: Sequence[Doc], results: Sequence[Item]) -> None:
         if isinstance(doc, QueryDoc):
             if item.embedding is not None and doc.model != item.model:
                 doc.model = item.model
-        elif item.thumbnail or (item.embedding is not None and item.model):
-            model = {MODEL_TAG: item.model} if item.embedding is not None and item.model else {}
-            thumbnail = {THUMBNAIL_TAG: item.thumbnail} if item.thumbnail else {}
-            doc.tags = {**(doc.tags or {}), **thumbnail, **model}
+            if doc.reference_features is not None:
+                doc.reference_features = None  # read, not echoed
+        elif item.thumbnail or item.feature_norm or (item.embedding is not None and item.model):
+            stored = {THUMBNAIL_TAG: item.thumbnail, NORM_TAG: item.feature_norm,
+                      MODEL_TAG: item.model if item.embedding is not None else None}
+            doc.tags = {**(doc.tags or {}), **{k: v for k, v in stored.items() if v}}
         if item.levels:
             doc.levels = level_docs(item.levels)
         if doc.image is not None and image_uri(doc.image) is None:

@@ -44,7 +44,7 @@ def tiny_checkpoint() -> Path:
 def count_model_calls(encoder: Any) -> Dict[str, list]:
     """Wrap the encoder's model so that each call records its batch: {"image": [n, ...], "query": [(images, texts), ...]}."""
     calls: Dict[str, list] = {"image": [], "query": []}
-    image_fn, query_fn = encoder.model.encode_image, encoder.model.encode_query
+    image_fn, query_fn = encoder.model.encode_gallery, encoder.model.encode_query
 
     def spy_image(images: Any) -> Any:
         calls["image"].append(images.shape[0])
@@ -54,7 +54,7 @@ def count_model_calls(encoder: Any) -> Dict[str, list]:
         calls["query"].append((None if images is None else images.shape[0], None if texts is None else len(texts)))
         return query_fn(images=images, texts=texts)
 
-    encoder.model.encode_image, encoder.model.encode_query = spy_image, spy_query
+    encoder.model.encode_gallery, encoder.model.encode_query = spy_image, spy_query
     return calls
 
 

@@ -107,3 +107,19 @@ def test_reindex_bench_re_encodes_and_writes_its_row(tmp_path, capsys):
     data = json.loads((tmp_path / "reindex.json").read_text())
     assert data["results"][0]["images"] == 6 and {"load_before", "load_after"} <= set(data["results"][0])
     assert "| images | backend |" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # a subprocess per mode
+@pytest.mark.timeout(180)
+def test_thumbnail_memory_quick_keeps_thumbnails_out_of_the_indexers_memory(tmp_path, capsys):
+    from bench import thumbnail_memory
+
+    thumbnail_memory.main(["--quick", "--out-dir", str(tmp_path)])
+    data = json.loads((tmp_path / "thumbnail_memory.quick.json").read_text())
+    rows = {r["mode"]: r for r in data["results"]}
+    assert set(rows) == {"tags", "files", "none"} and all("error" not in r for r in rows.values()), rows
+    assert rows["files"]["count"] == rows["tags"]["count"] == 3000 and rows["files"]["thumbnail_files_mb"] > 0
+    thumb = rows["tags"]["thumbnail_uri_bytes_mean"]
+    # in the tags a thumbnail costs about its size in RSS; as a file, far less than that
+    assert rows["tags"]["rss_per_doc_bytes"] - rows["files"]["rss_per_doc_bytes"] > thumb / 2
+

@@ -88,6 +88,51 @@ def test_grpc_hybrid_queries_are_served(served, shapes):
     assert hits[0] and sum(hits) >= 0.7 * len(hits), f"target within top 10 for {sum(hits)}/{len(hits)} queries"
 
 
+def test_a_search_by_gallery_id_equals_a_search_with_the_original_image(served, shapes):
+    """The gateway looks the reference's features up in the index (docs/serving.md, "Search by gallery id")."""
+    triplets = shapes.triplets[:N_TRIPLETS]
+    by_image = [{"image": data_uri(shapes.image_path(t["reference"]).read_bytes()), "text": t["caption"],
+                 "reference_id": t["reference"]} for t in triplets]
+    by_id = [{"text": t["caption"], "reference_id": t["reference"]} for t in triplets]
+    with_image = http_post(served["http_url"], "/search", {"data": by_image, "parameters": {"limit": 10}})["data"]
+    with_id = http_post(served["http_url"], "/search", {"data": by_id, "parameters": {"limit": 10}})["data"]
+    for a, b in zip(with_image, with_id):
+        assert a["error"] is None and b["error"] is None and len(b["matches"]) == 10
+        assert [m["id"] for m in b["matches"]] == [m["id"] for m in a["matches"]]
+    # the query vectors themselves (/encode answers them; the gateway resolves ids there too)
+    vectors = served["client"].post("/encode", DocList[QueryDoc]([QueryDoc(**q) for q in by_image[:3] + by_id[:3]]),
+                                    return_type=DocList[QueryDoc])
+    for a, b in zip(vectors[:3], vectors[3:]):
+        assert float(np.dot(a.embedding, b.embedding)) >= 0.9999
+
+
+def test_a_search_by_an_id_not_in_the_gallery_is_a_400_that_names_it(served):
+    with pytest.raises(RuntimeError, match=r"HTTP 400: .*reference_id 'no-such-image' is not in the gallery"):
+        http_post(served["http_url"], "/search", {"data": [{"text": "make it red", "reference_id": "no-such-image"}]})
+    with pytest.raises(BadServer) as err:
+        search(served["client"], [QueryDoc(reference_id="nor-this-one")])
+    assert "reference_id 'nor-this-one' is not in the gallery" in server_error(err.value)
+
+
+def test_the_page_gets_thumbnails_by_gallery_id_from_the_index(served, shapes):
+    import io
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from PIL import Image
+
+    name = shapes.gallery[3]
+    url = served["http_url"] + "/ui/thumbnail?id=" + urllib.parse.quote(name, safe="")
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.headers["Content-Type"] == "image/png"
+        thumb = Image.open(io.BytesIO(r.read()))
+    assert max(thumb.size) <= 128 and thumb.size == Image.open(shapes.image_path(name)).size  # 64-px shapes: as is
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(served["http_url"] + "/ui/thumbnail?id=no-such-image", timeout=30)
+    assert err.value.code == 404
+
+
 def test_grpc_update_and_delete(served, shapes):
     client = served["client"]
     n = count(client)

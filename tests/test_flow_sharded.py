@@ -38,6 +38,21 @@ def test_sharded_flow_end_to_end_with_the_encoder(served):
     assert [r.matches[0].id for r in res] == list(images)
     http = http_post(served["http_url"], "/search", {"data": [{"image": data_uri(images["img2"]), "text": "make it red"}], "parameters": {"limit": 4}})
     assert len(http["data"][0]["matches"]) == 4 and http["data"][0]["scores"] == sorted(http["data"][0]["scores"], reverse=True)
+    # a search by gallery id: every id is looked up on the shard that owns it, and equals the search by image
+    by_image = [QueryDoc(id=f"i-{k}", image=v, text="make it red", reference_id=k) for k, v in images.items()]
+    by_id = [QueryDoc(id=f"d-{k}", text="make it red", reference_id=k) for k in images]
+    res = client.post("/search", DocList[QueryDoc](by_image + by_id), parameters={"limit": 5}, return_type=DocList[QueryDoc])
+    n = len(images)
+    assert [[m.id for m in r.matches] for r in res[n:]] == [[m.id for m in r.matches] for r in res[:n]]
+    assert all(r.error is None and len(r.matches) == 5 for r in res)
+    with pytest.raises(RuntimeError, match=r"HTTP 400: .*reference_id 'ghost' is not in the gallery"):
+        http_post(served["http_url"], "/search", {"data": [{"reference_id": "ghost", "text": "make it red"}]})
+    # thumbnails come from the shard that owns the id (each keeps its own in its workspace)
+    import urllib.request
+
+    for name in images:
+        with urllib.request.urlopen(f"{served['http_url']}/ui/thumbnail?id={name}", timeout=30) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "image/png"
 
 
 def test_sharded_top_k_equals_one_indexer(served, tmp_path):

@@ -72,6 +72,9 @@ def test_scores_are_cosine_similarity_and_exact_with_flat(store, data):
     best = store.search(vectors[3:4], 1)[0][0]
     assert best[0].id == "g3" and best[1] == pytest.approx(1.0, abs=1e-5)
     assert best[0].uri == "/imgs/g3.png" and best[0].tags == {"n": 3}
+    (vec, tags), missing = store.lookup(["g3", "nope"])  # a search by gallery id reads the stored vector and tags
+    np.testing.assert_allclose(vec, vectors[3], atol=1e-6)
+    assert tags == {"n": 3} and missing is None
 
 
 def test_upsert_replaces_delete_exists_clear(store, data):
@@ -173,10 +176,14 @@ def test_indexer_on_milvus_keeps_no_state_and_learns_the_width_from_the_database
     options = {"uri": str(db), "collection": "gallery", "index_type": "FLAT"}
     ix = make_indexer(tmp_path / "ws", milvus=options, expose_paths=True)
     assert ix.dim is None and ix.store is None  # nothing stored yet, nowhere
-    docs = DocList[GalleryDoc]([GalleryDoc(id=f"g{i}", embedding=v, image=f"/imgs/g{i}.png", tags={"n": i})
+    docs = DocList[GalleryDoc]([GalleryDoc(id=f"g{i}", embedding=v, image=f"/imgs/g{i}.png",
+                                           tags={"n": i, "thumbnail": f"data:image/png;base64,T{i}"})
                                 for i, v in enumerate(vectors)])
     ix.index(docs)
     assert ix.count(DocList[GalleryDoc]())[0].count == len(vectors)
+    # thumbnails stay in the collection's tags (replicas share the database, not a workspace)
+    assert ix.thumbnails is None and ix.store.lookup(["g2"])[0][1]["thumbnail"] == "data:image/png;base64,T2"
+    assert ix.thumbnail_lookup(DocList[GalleryDoc]([GalleryDoc(id="g2")]))[0].tags == {"thumbnail": "data:image/png;base64,T2"}
     res = ix.search(DocList[QueryDoc]([QueryDoc(id="q", embedding=vectors[4], reference_id="g4")]), parameters={"limit": 3})[0]
     ids, sims = exact_top(vectors, vectors[4], 4)
     assert [m.id for m in res.matches] == ids[1:] and res.scores == pytest.approx(list(sims[1:]), abs=1e-5)

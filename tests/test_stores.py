@@ -61,6 +61,13 @@ def test_random_writes_match_a_reference_model_and_survive_restarts(tmp_path, ba
         assert isinstance(m, Match) and m.uri == f"/{m.id}-{model[m.id][1]}" and m.tags == {"step": model[m.id][1]}
         assert score == pytest.approx(float(unit(ref[m.id]) @ unit(q)), abs=1e-5)
         assert [s for _, s in row] == sorted((s for _, s in row), reverse=True)
+    # lookup by id (a search by gallery id): each stored id's unit vector and tags, None for the others
+    some = sorted(model)[:5]
+    found = store.lookup(some + ["never-stored"])
+    assert found[-1] is None
+    for i, (vec, tags) in zip(some, found):
+        np.testing.assert_allclose(vec, unit(model[i][0]), atol=1e-5)
+        assert tags == {"step": model[i][1]}
     store.close()
     again = create_store(backend, D, tmp_path, hnsw={"ef": 400})
     assert again.count() == len(model) and [[m.id for m, _ in r] for r in again.search(qs, 8)] == [[m.id for m, _ in r] for r in hits]

@@ -240,7 +240,11 @@ def test_search_page_in_chromium(tmp_path, browser):
         assert any(ds.scene_key(i) == target for i in fused), (query, fused)
         first = browser.find_element(By.CSS_SELECTOR, "#results .card")
         assert first.find_element(By.CSS_SELECTOR, ".rank").text == "#1"
-        assert first.find_element(By.CSS_SELECTOR, "img").get_attribute("src").startswith("data:image/png;base64,")
+        # its thumbnail comes from the Flow by gallery id (the index's workspace), and shows
+        img = first.find_element(By.CSS_SELECTOR, "img")
+        assert img.get_attribute("src") == f"{base}/ui/thumbnail?id={fused[0]}"
+        wait_for(browser, lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0,
+                 "thumbnail loaded")
         scores = [float(e.text) for e in browser.find_elements(By.CSS_SELECTOR, "#results .card .score")]
         assert scores == sorted(scores, reverse=True) and -1 <= scores[-1] <= scores[0] <= 1
 

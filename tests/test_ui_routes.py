@@ -11,7 +11,7 @@ import pytest
 from mlcl_executor.ui.routes import STATIC_DIR, add_ui_routes, ui_settings
 
 
-def get(app, path: str):
+def get(app, path: str, query: bytes = b""):
     """(status, headers, body) of a GET through the ASGI app (no server, no HTTP client needed)."""
     messages = []
 
@@ -22,7 +22,7 @@ def get(app, path: str):
         messages.append(message)
 
     scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
-             "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
+             "raw_path": path.encode(), "query_string": query, "root_path": "", "headers": [],
              "server": ("test", 80), "client": ("test", 1)}
     asyncio.run(app(scope, receive, send))
     start = messages[0]
@@ -73,3 +73,23 @@ def test_the_script_never_writes_html():
     script = (STATIC_DIR / "app.js").read_text()
     assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(", script)
     assert "http://" not in script and "https://" not in script
+
+
+def test_the_thumbnail_route_serves_an_image_by_gallery_id_and_nothing_else():
+    import base64
+
+    from fastapi import FastAPI
+
+    stored = {"tops/a.png": "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8jpeg").decode(),
+              "svg": "data:image/svg+xml;base64," + base64.b64encode(b"<svg/>").decode(), "text": "not a data uri"}
+
+    async def thumbnail_of(doc_id):
+        return stored.get(doc_id)
+
+    app = add_ui_routes(FastAPI(), ui_settings(), thumbnail_of)
+    status, headers, body = get(app, "/ui/thumbnail", b"id=tops%2Fa.png")
+    assert status == 200 and headers["content-type"] == "image/jpeg" and body == b"\xff\xd8jpeg"
+    assert headers["x-content-type-options"] == "nosniff"
+    for query in (b"id=svg", b"id=text", b"id=missing", b""):  # only image formats a browser shows, never markup
+        status, _, body = get(app, "/ui/thumbnail", query)
+        assert status == 404, query

@@ -154,6 +154,13 @@ class MLCLModel(nn.Module):
         return self.gallery_vectors(self.image_features(images))
 
     @torch.no_grad()
+    def encode_gallery(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode_image` and the norm of each image's features: norm x vector is the `f_ref` a query by that
+        image fuses (a server stores the norm to search by gallery id without the image)."""
+        f = self.image_features(images)
+        return self.gallery_vectors(f), f.norm(dim=-1)
+
+    @torch.no_grad()
     def encode_text(self, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_features(texts), dim=-1)
 
@@ -185,7 +192,11 @@ class MLCLModel(nn.Module):
         """
         if len(texts) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {len(texts)} texts")
-        f_ref, f_txt = self.image_features(images), self.text_features(texts)
+        return self.query_levels(self.image_features(images), self.text_features(texts))
+
+    def query_levels(self, f_ref: torch.Tensor, f_txt: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`encode_query_levels` from features (`image_features`, `text_features`): a reference image
+        given by its stored features is fused without its pixels."""
         levels = self.combiner(f_ref, f_txt, self.method.levels)
         out = {level: F.normalize(levels[level], dim=-1) for level in self.method.levels}
         out["fused"] = self.compose(f_ref, f_txt)

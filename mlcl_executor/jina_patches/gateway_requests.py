@@ -1,14 +1,17 @@
-"""Where requests enter jina's gateway: each server's request handler wrapped (the gateway's batching).
+"""Where requests enter jina's gateway: each server's request handler wrapped (the gateway's batching, and
+the lookup of a search by gallery id, `reference_lookup.py`).
 
 Every request a gateway server takes, gRPC (`Call`, `process_single_data`) or
 HTTP, goes through one function of its `GatewayStreamer`: the
 `RequestStreamer`'s `_request_handler(request=..., return_type=...)`, which
 returns the future of the Flow's answer. `wrap_request_handler(server, wrap)`
-replaces it by `wrap(original)` (`request_batching.RequestBatcher`).
+replaces it by `wrap(original)` (`request_batching.RequestBatcher`, then
+`reference_lookup.ReferenceResolver` around it).
 
 On a jina that differs this steps aside with one warning: every request then
 goes through the Flow on its own, as in jina, which is correct, only slower
-under many concurrent clients.
+under many concurrent clients; and a query by gallery id without an image gets
+the encoder's `error` saying its features were not looked up.
 """
 
 from __future__ import annotations

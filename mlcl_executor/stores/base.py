@@ -13,6 +13,8 @@ one) implements `VectorStore`:
 - `exists(id)`, `count()`, `clear()`; `documents(prefix)`: the stored documents
   (`Match`: id, uri, tags) whose id starts with `prefix` ("" : all), for deletion
   by prefix and re-indexing (a store that cannot list them raises NotImplementedError).
+- `lookup(ids)`: per id, its stored (unit vector, tags), or None when it is
+  not stored (a search by gallery id reads the reference image's vector).
 - `search(queries, limit, where=None, **params)`: `queries` is a (n, dim)
   matrix; the answer is one list per query row of `(match, score)` pairs, best
   first, at most `limit` long, where `match` is a `Match` (id, uri, tags) and
@@ -143,6 +145,10 @@ class VectorStore(ABC):
 
     @abstractmethod
     def count(self) -> int: ...
+
+    @abstractmethod
+    def lookup(self, ids: Sequence[str]) -> List[Optional[Tuple[np.ndarray, Dict[str, Any]]]]:
+        """Per id: its stored (unit vector, tags), or None when it is not stored."""
 
     @abstractmethod
     def clear(self) -> None: ...

@@ -33,7 +33,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -111,6 +111,13 @@ class HnswStore(LoggedStore):
 
     def count(self) -> int:
         return len(self._label_of)
+
+    def lookup(self, ids: Sequence[str]) -> List[Optional[Tuple[np.ndarray, Dict[str, Any]]]]:
+        labels = [self._label_of.get(doc_id) for doc_id in ids]
+        found = [label for label in labels if label is not None]
+        # the vectors hnswlib stores: unit rows in the cosine space
+        vectors = iter(np.asarray(self.index.get_items(found, return_type="numpy"), dtype=np.float32) if found else [])
+        return [None if label is None else (next(vectors), dict(self._tags[label] or {})) for label in labels]
 
     # ------------------------------------------------------------ writes
     def _apply_upsert(self, batch: Batch) -> None:

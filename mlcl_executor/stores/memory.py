@@ -22,7 +22,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -85,6 +85,10 @@ class MemoryStore(LoggedStore):
 
     def count(self) -> int:
         return self.n
+
+    def lookup(self, ids: Sequence[str]) -> List[Optional[Tuple[np.ndarray, Dict[str, Any]]]]:
+        rows = [self._rows.get(doc_id) for doc_id in ids]
+        return [None if row is None else (self.matrix[row].copy(), dict(self._tags[row] or {})) for row in rows]
 
     # ------------------------------------------------------------ writes
     def _apply_upsert(self, batch: Batch) -> None:

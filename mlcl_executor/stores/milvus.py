@@ -37,7 +37,7 @@ import re
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -335,6 +335,12 @@ class MilvusStore(VectorStore):
     # ---------------------------------------------------------------- reads
     def exists(self, doc_id: str) -> bool:
         return bool(self.client.get(self.collection, ids=[str(doc_id)], output_fields=["id"], timeout=self.timeout))
+
+    def lookup(self, ids: Sequence[str]) -> List[Optional[Tuple[np.ndarray, Dict[str, Any]]]]:
+        rows = self.client.get(self.collection, ids=[str(i) for i in ids], output_fields=["embedding", "tags"],
+                               timeout=self.timeout) if ids else []
+        found = {str(row["id"]): (np.asarray(row["embedding"], dtype=np.float32), dict(row.get("tags") or {})) for row in rows}
+        return [found.get(str(doc_id)) for doc_id in ids]
 
     def count(self) -> int:
         res = self.client.query(

@@ -3,20 +3,25 @@
     GET /ui/              the page (index.html)
     GET /ui/static/NAME   its scripts and style sheet (a fixed list of packaged files)
     GET /ui/config.json   the page's settings (settings.yml, overridable from the Flow YAML)
+    GET /ui/thumbnail?id=ID  a gallery image's thumbnail (the index's `/thumbnails`, through the Flow)
     GET /docs             the API reference (api.html: rendered from /openapi.json, nothing from a CDN)
     GET /favicon.ico      the icon (icon.svg)
 
 `GET /` stays jina's health check (the Flow's readiness probe), so the page
 lives under /ui. The page talks to the same gateway's documented API
-(`POST /search`, `POST /count`); it sends images only as data URIs (read from
-the user's file, or a gallery thumbnail the Flow stored), so the encoder's
-image-source policy applies unchanged. Imports no torch.
+(`POST /search`, `POST /count`); it sends images only as data URIs read from
+the user's file (a gallery image goes by its id), so the encoder's
+image-source policy applies unchanged. Thumbnails are served by gallery id:
+the index keeps them (in its workspace, `thumbnail_files.py`), the gateway asks
+it for one and answers the image's bytes. Imports no torch.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Tuple
 
 import yaml
 
@@ -29,6 +34,10 @@ SETTINGS_FILE = HERE / "settings.yml"
 #: The only files served under /ui/static/ (name -> media type): no request path reaches the file system.
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "api.js": "text/javascript; charset=utf-8",
                 "style.css": "text/css; charset=utf-8"}  # api.js: for /docs
+#: What a thumbnail route serves: an image data URI of a format every browser shows (anything else: 404).
+THUMBNAIL_URI = re.compile(r"^data:(image/(?:png|jpeg|gif|webp|bmp));base64,([A-Za-z0-9+/=]+)$")
+#: A thumbnail changes when its gallery image is updated: the browser asks again each time (it is small).
+THUMBNAIL_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 #: FastAPI's own documentation pages load their code from a CDN (blank offline): replaced by /docs (api.html).
 CDN_DOC_ROUTES = ("/docs", "/docs/oauth2-redirect", "/redoc")
 
@@ -114,8 +123,22 @@ def add_favicon(app: Any) -> Any:
     return app
 
 
-def add_ui_routes(app: Any, settings: Dict[str, Any]) -> Any:
-    """Mount the page's GET routes on a FastAPI app (the gateway's); returns the app."""
+def thumbnail_image(uri: Optional[str]) -> Optional[Tuple[bytes, str]]:
+    """A stored thumbnail's (bytes, media type), or None when it is not an image data URI a browser shows."""
+    match = THUMBNAIL_URI.match(uri) if isinstance(uri, str) else None
+    if match is None:
+        return None
+    try:
+        return base64.b64decode(match.group(2), validate=True), match.group(1)
+    except ValueError:
+        return None
+
+
+def add_ui_routes(app: Any, settings: Dict[str, Any],
+                  thumbnail_of: Optional[Callable[[str], Awaitable[Optional[str]]]] = None) -> Any:
+    """Mount the page's GET routes on a FastAPI app (the gateway's); returns the app.
+
+    `thumbnail_of(gallery_id)`: the stored thumbnail (a data URI) or None, as the Flow's index answers."""
     from fastapi import HTTPException
     from fastapi.responses import JSONResponse, RedirectResponse, Response
 
@@ -135,6 +158,13 @@ def add_ui_routes(app: Any, settings: Dict[str, Any]) -> Any:
     async def _ui_config():
         return JSONResponse(settings, headers=SECURITY_HEADERS)
 
+    @app.get("/ui/thumbnail", include_in_schema=False)
+    async def _ui_thumbnail(id: str = ""):  # noqa: A002 - the query parameter's name
+        image = thumbnail_image(await thumbnail_of(id)) if id and thumbnail_of is not None else None
+        if image is None:
+            raise HTTPException(status_code=404, detail=f"no thumbnail for gallery id {id!r}")
+        return Response(image[0], media_type=image[1], headers=THUMBNAIL_HEADERS)
+
     @app.get("/ui/static/{name}", include_in_schema=False)
     async def _ui_static(name: str):
         if name not in static:
@@ -145,4 +175,4 @@ def add_ui_routes(app: Any, settings: Dict[str, Any]) -> Any:
     return app
 
 
-__all__ = ["SECURITY_HEADERS", "STATIC_FILES", "add_api_docs", "add_favicon", "add_ui_routes", "ui_settings"]
+__all__ = ["SECURITY_HEADERS", "STATIC_FILES", "add_api_docs", "add_favicon", "add_ui_routes", "thumbnail_image", "ui_settings"]

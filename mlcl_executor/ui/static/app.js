@@ -1,7 +1,7 @@
 // The mlcl search page: talks to the Flow that served it (same origin) over its
 // documented HTTP API (POST /search, POST /count). Every text it shows goes
 // through textContent; the only images it shows are data: URIs (an upload it
-// read itself, or a gallery thumbnail the Flow stored at index time).
+// read itself) and gallery thumbnails the Flow serves by id (GET /ui/thumbnail).
 "use strict";
 
 const LEVEL_TITLES = {
@@ -9,13 +9,13 @@ const LEVEL_TITLES = {
   mid: "mid: concatenation combiner",
   high: "high: hybrid fusion (CLIP4Cir's combiner)",
 };
-const IMAGE_URI = /^data:image\/(png|jpeg|gif|webp|bmp);base64,[A-Za-z0-9+/=]+$/;
 const TIMEOUT_MS = 60000;
 
 const state = {
   settings: { title: "mlcl search", captions: [], examples_text: "", examples: 0, default_limit: 10, max_limit: 100, levels: true,
               facet: null, facet_values: [] },
-  reference: null, // {image: data URI, id: gallery id or null, label: text, preview: false when the browser cannot show it}
+  reference: null, // {image: data URI or null, id: gallery id or null, label: text, preview: false when there is none to show,
+                   //  gallery: true for a result, which is sent by its id (the Flow uses the indexed image itself)}
   steps: [], // [{reference, caption, limit, levels, facet, answer, more}]
   current: -1, // index into steps of what the results show
   facet: null, // the value of settings.facet the results are narrowed to (null: all)
@@ -93,18 +93,16 @@ async function post(endpoint, body) {
 }
 
 // ------------------------------------------------------------------ images
-function safeImage(uri) {
-  return typeof uri === "string" && IMAGE_URI.test(uri) ? uri : null;
-}
-
 function thumbnailOf(match) {
-  return safeImage(match && match.tags ? match.tags.thumbnail : null);
+  // served by the Flow from its index's workspace (docs/ui.md); a 404 shows "no thumbnail"
+  return match && match.id !== undefined && match.id !== null ? "thumbnail?id=" + encodeURIComponent(String(match.id)) : null;
 }
 
 function imageNode(uri, alt) {
   if (!uri) return el("div", "no-thumb", "no thumbnail");
   const img = el("img");
   img.alt = alt;
+  img.addEventListener("error", () => img.replaceWith(el("div", "no-thumb", "no thumbnail")), { once: true });
   img.src = uri;
   return img;
 }
@@ -135,10 +133,13 @@ function setReference(reference) {
   if (old) old.remove();
   if (reference.preview === false) {
     img.hidden = true;
-    const box = el("div", "no-preview", "no preview (the browser cannot show it; the Flow reads it)");
+    const box = el("div", "no-preview", reference.gallery ? "no thumbnail (the Flow uses the indexed image)"
+                                                           : "no preview (the browser cannot show it; the Flow reads it)");
     box.id = "reference-no-preview";
     img.after(box);
   } else {
+    // a gallery image without a thumbnail: the same reference, shown as having none
+    img.onerror = reference.gallery ? () => setReference(Object.assign({}, reference, { preview: false })) : null;
     img.src = reference.image;
     img.hidden = false;
   }
@@ -169,13 +170,10 @@ async function useFile(file) {
 }
 
 function useMatch(match) {
+  // Sent by its gallery id, not its thumbnail: the Flow fuses the indexed image's own features (docs/serving.md).
   const uri = thumbnailOf(match);
-  if (!uri) {
-    showMessage("Result " + match.id + " has no stored thumbnail, so it cannot be the next reference here; upload the image instead.", "error");
-    return;
-  }
   hideMessage();
-  setReference({ image: uri, id: match.id, label: match.id });
+  setReference({ image: uri, id: match.id, label: match.id, gallery: true, preview: uri !== null });
   $("caption").value = "";
   $("caption").focus();
 }
@@ -331,14 +329,14 @@ async function search() {
   const caption = $("caption").value.trim();
   const limit = currentLimit();
   const levels = $("levels-toggle").checked;
-  const query = { image: reference.image };
+  const query = reference.gallery ? {} : { image: reference.image }; // a gallery image goes by its id (reference_id)
   if (caption) query.text = caption;
   if (reference.id) query.reference_id = reference.id;
   const button = $("search-button");
   button.disabled = true;
   $("results").setAttribute("aria-busy", "true");
   try {
-    const parameters = { limit: limit, thumbnails: true, levels: levels };
+    const parameters = { limit: limit, levels: levels };
     const filter = facetFilter(state.facet);
     if (filter) parameters.filter = filter;
     const answer = await post("/search", { data: [query], parameters: parameters });
@@ -370,7 +368,7 @@ async function more() {
   button.disabled = true;
   try {
     const offset = (step.answer.matches || []).length;
-    const parameters = { limit: step.limit, offset: offset, thumbnails: true };
+    const parameters = { limit: step.limit, offset: offset };
     const filter = facetFilter(step.facet);
     if (filter) parameters.filter = filter;
     const answer = await post("/search", { data: [step.query], parameters: parameters });
@@ -442,7 +440,7 @@ async function loadExamples() {
   try {
     const answer = await post("/search", {
       data: [{ text: state.settings.examples_text }],
-      parameters: { limit: Math.min(n, state.settings.max_limit), thumbnails: true },
+      parameters: { limit: Math.min(n, state.settings.max_limit) },
     });
     const doc = answer.data[0] || {};
     if (doc.error) throw new FlowError(doc.error);
