@@ -64,7 +64,6 @@ def work_folder(workspace: Path) -> Path:
 def find_shards(workspace: Path) -> List[Shard]:
     """The indexer folders of `workspace` (their `mlcl-index.json`), or ValueError saying why there is nothing to do."""
     from mlcl_executor.indexer import META_FILE
-    from mlcl_executor.reference import NORM_TAG
 
     if not workspace.is_dir():
         raise ValueError(f"workspace {workspace} does not exist (give the --workspace that `mlcl serve` used)")
@@ -113,6 +112,7 @@ def build_index(shard: Shard, target: Path, vectors: Dict[str, Any], dim: int, m
     import numpy as np
 
     from mlcl_executor.indexer import META_FILE
+    from mlcl_executor.reference import NORM_TAG
     from mlcl_executor.stores import create_store
     from mlcl_executor.workspace_model import record_model
 

@@ -17,6 +17,7 @@ from mlcl.model_id import checkpoint_id
 from mlcl_cli.reindex import reindex, work_folder
 from mlcl_executor.indexer import MLCLIndexer
 from mlcl_executor.schemas import GalleryDoc, QueryDoc, StatsDoc
+from mlcl_executor.reference import NORM_TAG
 from mlcl_executor.vectors import MODEL_TAG
 
 OLD_MODEL = "0" * 16
@@ -47,7 +48,8 @@ def old_workspace(tmp_path, files, backend="memory", extra=()):
     indexer = make_indexer(ws, backend)
     rng = np.random.default_rng(0)
     docs = [GalleryDoc(id=f"shop/{p.name}", embedding=rng.normal(size=OLD_DIM).astype(np.float32),
-                       tags={"path": str(p), "thumbnail": f"data:thumb{i}", "colour": i, MODEL_TAG: OLD_MODEL})
+                       tags={"path": str(p), "thumbnail": f"data:thumb{i}", "colour": i, MODEL_TAG: OLD_MODEL,
+                             NORM_TAG: 3.0})
             for i, p in enumerate(files)]
     docs += [GalleryDoc(id=i, embedding=rng.normal(size=OLD_DIM).astype(np.float32), tags={MODEL_TAG: OLD_MODEL})
              for i in extra]
@@ -82,7 +84,11 @@ def test_reindex_re_encodes_from_the_stored_paths_and_keeps_ids_and_tags(tmp_pat
         assert query.error is None and query.matches[0].id == f"shop/{path.name}"
         assert query.scores[0] == pytest.approx(1.0, abs=1e-5)
     stored = {m.id: m.tags for m in indexer.store.documents()}
-    assert stored["shop/img3.png"]["colour"] == 3 and stored["shop/img3.png"]["thumbnail"] == "data:thumb3"
+    assert stored["shop/img3.png"]["colour"] == 3
+    assert NORM_TAG not in stored["shop/img3.png"]  # the old model's norm would fuse the new vector wrongly
+    # thumbnails live in the workspace's files (not the store's tags) and come with the swap
+    thumb = indexer.thumbnail_lookup(DocList[GalleryDoc]([GalleryDoc(id="shop/img3.png")]))[0]
+    assert thumb.error is None and thumb.tags["thumbnail"] == "data:thumb3"
     encoder.close()
     indexer.close()
 
