@@ -46,7 +46,7 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(app):
     html = body.decode()
     # nothing from elsewhere: every src/href is this server's
     assert all(u.startswith("/") for u in re.findall(r'(?:src|href)="([^"]+)"', html)), html
-    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+    for name, kind in (("dom.js", "text/javascript"), ("app.js", "text/javascript"), ("style.css", "text/css")):
         status, headers, body = get(app, f"/ui/static/{name}")
         assert status == 200 and headers["content-type"].startswith(kind) and body == (STATIC_DIR / name).read_bytes()
     assert get(app, "/ui")[0] in (307, 308)
@@ -70,7 +70,7 @@ def test_settings_are_served_and_checked(app):
 
 
 def test_the_script_never_writes_html():
-    script = (STATIC_DIR / "app.js").read_text()
+    script = "".join((STATIC_DIR / name).read_text() for name in ("dom.js", "app.js", "api.js"))
     assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(", script)
     assert "http://" not in script and "https://" not in script
 

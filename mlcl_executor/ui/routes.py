@@ -33,6 +33,7 @@ STATIC_DIR = HERE / "static"
 SETTINGS_FILE = HERE / "settings.yml"
 #: The only files served under /ui/static/ (name -> media type): no request path reaches the file system.
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "api.js": "text/javascript; charset=utf-8",
+                "dom.js": "text/javascript; charset=utf-8",
                 "style.css": "text/css; charset=utf-8"}  # api.js: for /docs
 #: What a thumbnail route serves: an image data URI of a format every browser shows (anything else: 404).
 THUMBNAIL_URI = re.compile(r"^data:(image/(?:png|jpeg|gif|webp|bmp));base64,([A-Za-z0-9+/=]+)$")
@@ -93,7 +94,7 @@ def add_api_docs(app: Any) -> Any:
 
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in CDN_DOC_ROUTES]
     api_html = (STATIC_DIR / "api.html").read_bytes()
-    files = {name: ((STATIC_DIR / name).read_bytes(), STATIC_FILES[name]) for name in ("api.js", "style.css")}
+    files = {name: ((STATIC_DIR / name).read_bytes(), STATIC_FILES[name]) for name in ("dom.js", "api.js", "style.css")}
 
     @app.get("/docs", include_in_schema=False)
     async def _api_docs():

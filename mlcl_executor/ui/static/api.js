@@ -1,14 +1,7 @@
 // The API reference of the Flow that served it: rendered from its own /openapi.json, nothing loaded from elsewhere.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
+// $ and el: dom.js
 
 function refName(schema) {
   return schema && typeof schema.$ref === "string" ? schema.$ref.split("/").pop() : null;

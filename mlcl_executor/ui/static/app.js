@@ -25,14 +25,7 @@ const state = {
 const NO_PREVIEW = /^image\/tiff$/i;
 const NO_PREVIEW_NAME = /\.tiff?$/i;
 
-const $ = (id) => document.getElementById(id);
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
+// $ and el: dom.js
 
 function clear(node) {
   while (node.firstChild) node.removeChild(node.firstChild);
