@@ -9,7 +9,7 @@ recall@10 against the exact filtered top 10 (numpy over the kept vectors).
 
 Backends:
   store-memory      exact: the filter's mask picks the rows the matmul reads
-  store-hnsw        hnswlib graph: exact over the kept documents when at most `exact_below` (20,000) are
+  store-hnsw        hnswlib graph: exact over the kept documents when at most `exact_below` (1,500) are
                     kept, else hnswlib's filter callback (the graph walk skips the others)
   store-hnsw-graph  the same graph, always through the filter callback (`exact_below: 1`): what the
                     callback alone gives at each selectivity

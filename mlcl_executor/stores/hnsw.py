@@ -23,7 +23,9 @@ request may set its own with the `ef` parameter), `M`, `ef_construction`,
 `max_elements` (initial capacity), `num_threads` (add_items and batched
 queries), `exact_below` (a filtered search whose filter keeps at most this
 many documents is exact over them; a broader one walks the graph with
-hnswlib's filter, which slows down as the filter narrows).
+hnswlib's filter, which slows down as the filter narrows). The exact path reads
+the kept vectors back from hnswlib (`get_items`, several microseconds a vector),
+so it pays only for few documents: bench/filtered_search.py sets the default.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from .wal import fsync_dir, json_default
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPTIONS: Dict[str, int] = {
-    "ef": 128, "M": 16, "ef_construction": 200, "max_elements": 1024, "num_threads": 1, "exact_below": 20000,
+    "ef": 128, "M": 16, "ef_construction": 200, "max_elements": 1024, "num_threads": 1, "exact_below": 1500,
 }
 MAX_EF = 100_000
 
