@@ -165,10 +165,10 @@ class MLCLIndexer(Executor):
         self.dim: Optional[int] = int(dim) if dim is not None else None
         if self.dim is not None:
             self._open_store(self.dim)
-        # The model of the stored vectors, recorded beside a local store (a milvus index keeps nothing in the
-        # workspace, so its model is not recorded: docs/serving.md).
+        # The model of the stored vectors: recorded beside a local store (workspace_model.py); a milvus index
+        # keeps nothing in the workspace, and its record is in the database beside the collection.
         self.model_dir: Optional[Path] = self.workdir if backend != "milvus" else None
-        self.model_id: Optional[str] = recorded_model(self.model_dir)
+        self.model_id: Optional[str] = self._recorded_model()
         # held while serving: `mlcl index --reindex` swaps a fresh index in only when nobody holds it
         self._serving_lock = hold_serving_lock(self.model_dir) if self.model_dir else None
         self.logger.info(
@@ -235,8 +235,8 @@ class MLCLIndexer(Executor):
         once the write is stored: the first model written into an empty index (an index written before model
         ids were recorded adopts none; workspace_model.py)."""
         given = sorted({m for m in models if m})
-        if given and self.model_id is None:  # another indexer on the workspace may have recorded it since
-            self.model_id = recorded_model(self.model_dir)
+        if given and self.model_id is None:  # another indexer (a replica) may have recorded it since
+            self.model_id = self._recorded_model()
         for model in given:
             if self.model_id is not None and model != self.model_id:
                 raise RequestError(f"{endpoint} rejected, nothing was stored: {mismatch(self.model_id, model)}")
@@ -247,9 +247,19 @@ class MLCLIndexer(Executor):
         return None
 
     def _adopt_model(self, model: Optional[str]) -> None:
-        if model is not None and self.model_dir is not None:
+        if model is None:
+            return
+        if self.model_dir is not None:
             record_model(self.model_dir, model)
-            self.model_id = model
+        elif self.store is not None:
+            self.store.record_model(model)
+        self.model_id = model
+
+    def _recorded_model(self) -> Optional[str]:
+        """The model id recorded for the stored vectors: beside a local store, or in the Milvus database."""
+        if self.model_dir is not None:
+            return recorded_model(self.model_dir)
+        return self.store.recorded_model() if self.store is not None else None
 
     @staticmethod
     def _row(doc: GalleryDoc) -> Dict[str, Any]:
@@ -405,7 +415,10 @@ class MLCLIndexer(Executor):
                 self.store.clear()
             if self.thumbnails is not None:
                 self.thumbnails.clear()
-            forget_model(self.model_dir)
+            if self.model_dir is not None:
+                forget_model(self.model_dir)
+            elif self.store is not None:
+                self.store.forget_model()
             self.model_id = None
         return self._slim(docs)
 
@@ -492,6 +505,8 @@ class MLCLIndexer(Executor):
         levels = param_bool(parameters, "levels", False)
         with self._store_lock:
             self._shared_store()
+            if self.model_id is None and self.model_dir is None and self.store is not None:
+                self.model_id = self._recorded_model()  # a milvus replica: another one may have recorded it since
         options = self.store.check_params(parameters or {}) if self.store is not None else {}
         # What to search: each query's vector, and each of its levels' when asked for; one store call for all.
         targets: List[Any] = []

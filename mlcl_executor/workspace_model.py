@@ -8,8 +8,9 @@ blocks; `vectors.py`). From then on the indexer refuses writes and searches of
 another model, `mlcl serve` refuses to start an encoder of another model on it,
 and `/clear` forgets the record (an empty index takes any model). A workspace
 written before model ids were recorded has no record and is not checked until
-it is re-indexed (`mlcl index --reindex`) or cleared. Local stores only (`memory`,
-`hnsw`): a `milvus` index keeps nothing in the workspace, and records no model.
+it is re-indexed (`mlcl index --reindex`) or cleared. Local stores (`memory`,
+`hnsw`): a `milvus` index keeps nothing in the workspace, and its record is kept
+in the database by the store (`MilvusStore.record_model`).
 
 A serving indexer holds a shared lock on `.mlcl-serving.lock` in its workspace
 for as long as it runs: `mlcl index --reindex` swaps a fresh index in only

@@ -206,6 +206,44 @@ def test_indexer_on_milvus_keeps_no_state_and_learns_the_width_from_the_database
         again.close()
 
 
+def test_indexer_on_milvus_records_the_model_in_the_database_and_refuses_another(tmp_path, data):
+    """The model record of a milvus index lives beside the collection (not in a workspace): every indexer on
+    the collection reads it, another model's writes and searches are refused, /clear forgets it."""
+    from mlcl_executor.errors import RequestError
+    from mlcl_executor.vectors import MODEL_TAG
+
+    vectors, _ = data
+    options = {"uri": str(tmp_path / "db" / "gallery.db"), "collection": "gallery", "index_type": "FLAT"}
+
+    def docs(ids, model):
+        return DocList[GalleryDoc]([GalleryDoc(id=i, embedding=vectors[k], tags={MODEL_TAG: model})
+                                    for k, i in enumerate(ids)])
+
+    ix = make_indexer(tmp_path / "ws", milvus=options)
+    ix.index(docs(["a", "b"], "model-A"))
+    assert ix.count(DocList[GalleryDoc]())[0].model == "model-A" and ix.store.recorded_model() == "model-A"
+    with pytest.raises(RequestError, match="holds vectors of model model-A.*model-B"):
+        ix.index(docs(["c"], "model-B"))
+    assert ix.store.count() == 2  # nothing of model B was stored
+    ix.close()
+    assert not any((tmp_path / "ws").rglob("mlcl-model.json"))  # the record is not in the workspace
+
+    again = make_indexer(tmp_path / "other-ws", milvus=options)  # another indexer on the collection
+    try:
+        assert again.model_id == "model-A"
+        out = again.search(DocList[QueryDoc]([QueryDoc(id="q", embedding=vectors[0], model="model-B"),
+                                              QueryDoc(id="ok", embedding=vectors[0], model="model-A")]),
+                           parameters={"limit": 1})
+        assert "holds vectors of model model-A" in out[0].error and not out[0].matches
+        assert out[1].error is None and out[1].matches[0].id == "a"
+        again.clear(DocList[GalleryDoc]())
+        assert again.store.recorded_model() is None and again.count(DocList[GalleryDoc]())[0].model is None
+        again.index(docs(["c"], "model-B"))  # an empty index takes any model
+        assert again.store.recorded_model() == "model-B"
+    finally:
+        again.close()
+
+
 def test_indexer_on_milvus_refuses_shards(tmp_path):
     with pytest.raises(ValueError, match="run the indexer with replicas, not shards"):
         make_indexer(tmp_path, shards=2, milvus={"uri": str(tmp_path / "m.db")})

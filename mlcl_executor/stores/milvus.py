@@ -245,6 +245,11 @@ def stored_dim(workdir: Optional[Path], options: Optional[Dict[str, Any]]) -> Op
             server_manager_instance.release_server(uri)
 
 
+#: The collection beside `collection` that records its vectors' model id (one row, MODEL_ROW).
+MODEL_SUFFIX = "__mlcl_model"
+MODEL_ROW = "model"
+
+
 class MilvusStore(VectorStore):
     """id -> (vector, uri, tags) in a Milvus collection, searched by cosine similarity."""
 
@@ -331,6 +336,40 @@ class MilvusStore(VectorStore):
         """Drop and recreate the collection (same width and index)."""
         self.client.drop_collection(self.collection, timeout=self.timeout)
         self._create()
+
+    # -------------------------------------------------- the vectors' model
+    # Which model's vectors the collection holds (workspace_model.py does this beside a local store): kept in the
+    # database, beside the collection, so that every replica and every Flow on it reads the same record. A
+    # one-row collection, because Milvus Lite implements no collection properties.
+    @property
+    def _model_collection(self) -> str:
+        return f"{self.collection}{MODEL_SUFFIX}"
+
+    def recorded_model(self) -> Optional[str]:
+        """The model id recorded for this collection, or None."""
+        if not self.client.has_collection(self._model_collection, timeout=self.timeout):
+            return None
+        rows = self.client.get(self._model_collection, ids=[MODEL_ROW], output_fields=["model"], timeout=self.timeout)
+        return str(rows[0]["model"]) if rows else None
+
+    def record_model(self, model_id: str) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        if not self.client.has_collection(self._model_collection, timeout=self.timeout):
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=16)
+            schema.add_field("model", DataType.VARCHAR, max_length=256)
+            schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field in every collection
+            index = MilvusClient.prepare_index_params()
+            index.add_index("v", index_type="FLAT", metric_type="L2")
+            self.client.create_collection(self._model_collection, schema=schema, index_params=index,
+                                          consistency_level="Strong", timeout=self.timeout)
+        self.client.upsert(self._model_collection, [{"id": MODEL_ROW, "model": str(model_id), "v": [1.0, 0.0]}],
+                           timeout=self.timeout)
+
+    def forget_model(self) -> None:
+        if self.client.has_collection(self._model_collection, timeout=self.timeout):
+            self.client.drop_collection(self._model_collection, timeout=self.timeout)
 
     # ---------------------------------------------------------------- reads
     def exists(self, doc_id: str) -> bool:
