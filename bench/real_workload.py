@@ -10,6 +10,10 @@ weights: speed does not depend on them) and each precision (`--precisions`):
   mlcl encode             `mlcl encode PHOTOS --out DIR` in a subprocess (DataLoader decode workers)
   Flow /index             `mlcl serve` (a Flow YAML with this checkpoint, precision, threads and batch)
                           and `mlcl index PHOTOS` against it: images/s as `mlcl index` reports it
+  Flow CPU ceiling        (CPU only) where the CPU went during `mlcl index` (encoder, its decode workers, gateway
+                          + indexer, the client without its start) and the bare forward's CPU seconds over
+                          their total: the Flow / bare ratio this machine allows when every core is busy, since
+                          decoding and moving the photos cost CPU the bare forward does not spend
   hybrid query            p50/p99 of one composed query (a photo + a caption) at a time over gRPC
   also                    Flow start time ("ready in"), encoder RSS (with its decode workers), checkpoint size
   parity (`--parity`)     `mlcl.eval.precision_parity` of each non-fp32 precision against fp32
@@ -213,6 +217,41 @@ def encoder_rss(serve_pid: int) -> Dict[str, Optional[float]]:
             "decode_workers_rss_mb": sum(mb(w) for w in workers), "decode_workers": len(workers)}
 
 
+def flow_cpu_seconds(serve_pid: int) -> Dict[int, Tuple[str, float]]:
+    """CPU seconds (user + system) so far of each process of the Flow, by pid: (role, seconds)."""
+    import psutil
+
+    procs = psutil.Process(serve_pid).children(recursive=True)
+    workers = {p.pid for p in procs if "mlcl_executor.decode_worker" in " ".join(p.cmdline())}
+    encoder = psutil.Process(next(iter(workers))).ppid() if workers else None
+    out: Dict[int, Tuple[str, float]] = {}
+    for p in procs:
+        try:
+            c = p.cpu_times()
+        except psutil.Error:
+            continue
+        role = "decode_workers" if p.pid in workers else "encoder" if p.pid == encoder else "gateway_indexer"
+        out[p.pid] = (role, c.user + c.system)
+    return out
+
+
+def cpu_during(before: Dict[int, Tuple[str, float]], after: Dict[int, Tuple[str, float]], client_s: float) -> Dict[str, float]:
+    """CPU seconds per role between two `flow_cpu_seconds` snapshots, the client's, and their total."""
+    roles: Dict[str, float] = {"encoder": 0.0, "decode_workers": 0.0, "gateway_indexer": 0.0}
+    for pid, (role, seconds) in after.items():
+        roles[role] += seconds - before.get(pid, (role, 0.0))[1]
+    roles["client"] = client_s
+    roles["total"] = sum(roles.values())
+    return roles
+
+
+def children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # waited-for subprocesses: `mlcl index` once it exits
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_flow(photos: Path, ckpt: Path, device: str, precision: str, best: Dict[str, Any], work: Path,
              queries: int) -> Dict[str, Any]:
     from mlcl_cli.flows import free_port
@@ -239,12 +278,19 @@ def run_flow(photos: Path, ckpt: Path, device: str, precision: str, best: Dict[s
         if ready is None:
             raise RuntimeError("mlcl serve was not ready within 600 s")
         out: Dict[str, Any] = {"start_s": ready, "start_wall_s": time.perf_counter() - t0}
+        cpu_before, client_before = flow_cpu_seconds(serve.pid), children_cpu_s()
         done = subprocess.run(MLCL + ["index", str(photos), "--port", str(grpc), "--no-progress"],
                               capture_output=True, text=True, cwd=REPO_ROOT)
         if done.returncode != 0:
             raise RuntimeError(f"mlcl index failed: {done.stderr.strip()[-600:]}")
         m = re.search(r"indexed (\d+) of \d+ images in ([\d.]+) s \(([\d.]+) images/s\)", done.stdout)
         out.update(index_images=int(m.group(1)), index_s=float(m.group(2)), index_images_per_s=float(m.group(3)))
+        cpu_after, client_after = flow_cpu_seconds(serve.pid), children_cpu_s()
+        # The client's start (imports, connecting) is not in its images/s: `mlcl count` costs the same, minus it.
+        subprocess.run(MLCL + ["count", "--port", str(grpc)], capture_output=True, cwd=REPO_ROOT, check=True)
+        client_start_s = children_cpu_s() - client_after
+        # Where the machine's CPU went while `mlcl index` ran.
+        out["index_cpu_s"] = cpu_during(cpu_before, cpu_after, max(0.0, client_after - client_before - client_start_s))
         out.update(encoder_rss(serve.pid))
         out["query"] = hybrid_queries(grpc, sorted(photos.glob("*.jpg")), queries)
         return out
@@ -315,6 +361,11 @@ def measure(backbone: str, precision: str, args: argparse.Namespace, photos: Pat
     if "flow" not in args.skip:
         row["flow"] = run_flow(photos, ckpt, device, precision, best, work, args.queries)
         row["flow_over_bare_forward"] = row["flow"]["index_images_per_s"] / best["images_per_s"]
+        if device == "cpu":
+            # The Flow's ceiling on this machine: the bare forward's CPU seconds over all the CPU seconds the
+            # Flow's processes and the client spent (decoding and moving the photos are not in the bare forward).
+            forward_cpu_s = row["flow"]["index_images"] / best["images_per_s"] * best["threads"]
+            row["flow_cpu_ceiling"] = forward_cpu_s / row["flow"]["index_cpu_s"]["total"]
     if "encode" in row:
         row["encode_over_bare_forward"] = row["encode"]["images_per_s"] / best["images_per_s"]
     row["load_average_1_5_15"] = {"start": load_start, "end": load_average()}  # the machine may be shared
@@ -323,7 +374,7 @@ def measure(backbone: str, precision: str, args: argparse.Namespace, photos: Pat
 
 def table(rows: List[Dict[str, Any]]) -> str:
     headers = ["backbone", "precision", "device", "bare forward img/s (format, threads, batch)", "bare decode+forward img/s",
-               "mlcl encode img/s", "Flow /index img/s", "Flow / bare", "query p50 / p99 ms", "encoder RSS MB",
+               "mlcl encode img/s", "Flow /index img/s", "Flow / bare", "Flow CPU ceiling", "query p50 / p99 ms", "encoder RSS MB",
                "checkpoint MB", "start s", "load (1 min) start / end"]
     out = []
     for r in rows:
@@ -334,7 +385,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
             r["backbone"], r["precision"], r["device"],
             f"{b['images_per_s']:.3g} ({b['memory_format']}, {b['threads'] or '-'}, {b['batch']})",
             r["bare_decode_forward"]["images_per_s"], r.get("encode", {}).get("images_per_s"),
-            f.get("index_images_per_s"), r.get("flow_over_bare_forward"),
+            f.get("index_images_per_s"), r.get("flow_over_bare_forward"), r.get("flow_cpu_ceiling"),
             f"{q['p50']:.0f} / {q['p99']:.0f}" if q else None,
             f.get("encoder_rss_mb"), r["checkpoint_mb"], f.get("start_s"),
             "{} / {}".format(*[(x or [None])[0] for x in (r["load_average_1_5_15"]["start"], r["load_average_1_5_15"]["end"])]),

@@ -106,7 +106,7 @@ def flow_config(
                 executor[key] = str((path.parent / value).resolve())
         uses = str(executor.get("uses", ""))
         extra = None
-        if uses.endswith("config.yml") or executor.get("name") == "encoder":
+        if is_encoder(executor):
             extra = encoder_with
         elif executor.get("name") == "indexer":
             extra = indexer_with
@@ -119,6 +119,35 @@ def flow_config(
         if workspace is not None and "workspace" in executor:
             executor["workspace"] = str(Path(workspace).resolve())
     return config
+
+
+def is_encoder(executor: Dict[str, Any]) -> bool:
+    """Whether a Flow's executor entry is the MLCL encoder (the one `encoder_with` goes to)."""
+    return str(executor.get("uses", "")).endswith("config.yml") or executor.get("name") == "encoder"
+
+
+def encoder_checkpoint(config: Dict[str, Any]) -> Optional[Path]:
+    """The checkpoint the Flow's encoder will load: its `uses_with`, else its config YAML's `with`, else the bundled
+    model; None when the Flow has no encoder this process can read (a container, an external one)."""
+    import yaml
+
+    from mlcl.paths import DEFAULT_CHECKPOINT
+
+    for executor in config.get("executors", []):
+        if not is_encoder(executor):
+            continue
+        value = (executor.get("uses_with") or {}).get("checkpoint")
+        uses = str(executor.get("uses", ""))
+        if value is None and uses.endswith((".yml", ".yaml")):
+            try:
+                value = ((yaml.safe_load(Path(uses).read_text()) or {}).get("with") or {}).get("checkpoint")
+            except OSError:
+                return None
+        elif value is None and not uses.startswith("MLCLEncoder"):
+            return None
+        # as the encoder resolves it (mlcl_executor/encoder.py), in the Flow's processes, which share this cwd
+        return Path(os.path.expanduser(str(value))).resolve() if value else DEFAULT_CHECKPOINT
+    return None
 
 
 def build_flow(**kwargs: Any) -> "Flow":  # noqa: F821
@@ -135,6 +164,7 @@ def flow_ports(config: Dict[str, Any]) -> Dict[str, int]:
 
 
 __all__ = [
-    "DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "EXECUTOR_HOST", "build_flow", "default_flow", "flow_config", "flow_ports", "free_port",
+    "DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "EXECUTOR_HOST", "build_flow", "default_flow", "encoder_checkpoint", "flow_config",
+    "flow_ports", "free_port", "is_encoder",
     "quiet_jina", "resolve_flow",
 ]

@@ -139,6 +139,31 @@ def test_mlcl_serve_refuses_a_workspace_of_another_model_in_one_line(tmp_path, c
         assert part in err[0]
 
 
+def test_mlcl_serve_checks_the_model_its_flow_file_names(tmp_path, capsys):
+    """A Flow YAML whose encoder names its own checkpoint (no --checkpoint): that model is the one checked."""
+    import yaml
+    from helpers import tiny_checkpoint
+
+    from mlcl.model_id import checkpoint_id
+    from mlcl.paths import DEFAULT_CHECKPOINT
+    from mlcl_cli.cli import main
+    from mlcl_cli.flows import encoder_checkpoint, flow_config, free_port
+
+    checkpoint = tiny_checkpoint()
+    config = flow_config(encoder_with={"checkpoint": str(checkpoint)})
+    flow = tmp_path / "mine.yml"
+    flow.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert encoder_checkpoint(flow_config(flow)) == checkpoint.resolve()
+    assert encoder_checkpoint(flow_config()) == DEFAULT_CHECKPOINT  # flows/flow.yml: config.yml's null
+    indexer = make_indexer(tmp_path / "ws")
+    indexer.index(gallery(["1"], model=checkpoint_id(DEFAULT_CHECKPOINT)))  # vectors of the bundled model
+    indexer.close()
+    ports = ["--grpc-port", str(free_port()), "--http-port", str(free_port())]
+    assert main(["serve", "--flow", str(flow), "--workspace", str(tmp_path / "ws"), *ports]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and checkpoint_id(checkpoint) in err[0] and checkpoint.name in err[0], err
+
+
 def test_the_encoder_names_its_model_on_the_vectors_it_passes_on(tmp_path):
     from helpers import png_bytes, run_endpoint, tiny_checkpoint
 

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 
 def add_flow_arguments(parser: argparse.ArgumentParser, free_ports: bool = False) -> None:
@@ -70,8 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     keep_model_out()  # this process, the gateway and the indexer never run the model
 
-    from mlcl.paths import DEFAULT_CHECKPOINT
-    from mlcl_cli.flows import flow_config, flow_ports, resolve_flow
+    from mlcl_cli.flows import encoder_checkpoint, flow_config, flow_ports, resolve_flow
 
     try:
         flow_file = resolve_flow(args.flow)
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mlcl serve: {exc}", file=sys.stderr)
         return 2
-    checkpoint = Path(args.checkpoint).expanduser().resolve() if args.checkpoint else DEFAULT_CHECKPOINT
+    checkpoint = encoder_checkpoint(config)  # --checkpoint is in the config by now; else the Flow file's own
     from mlcl_cli.milvus_server import LiteServer, lite_file_to_serve, lite_problems
 
     lite_file = lite_file_to_serve(config, Path(args.workspace))
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, started: float, flow_file: Path, kwargs: dict, config: dict, ports: dict,
-           checkpoint: Path) -> int:
+           checkpoint: Optional[Path]) -> int:
     from mlcl_cli import launcher
 
     from mlcl_cli.flows import build_flow
@@ -124,8 +124,8 @@ def _serve(args: argparse.Namespace, started: float, flow_file: Path, kwargs: di
 
     jina_patches.apply()  # before any process starts: the Flow's processes are forked from this one
     flow = build_flow(**kwargs)
-    print(f"mlcl serve: starting {Path(flow_file).name}: model {checkpoint.name} (model id {checkpoint_id(checkpoint)}), "
-          f"index in {Path(args.workspace).resolve()}", flush=True)
+    model = f"model {checkpoint.name} (model id {checkpoint_id(checkpoint)})" if checkpoint else "the model its encoder names"
+    print(f"mlcl serve: starting {Path(flow_file).name}: {model}, index in {Path(args.workspace).resolve()}", flush=True)
     writes_guarded, _ = launcher.write_token_problem(config)
     with launcher.supervised(flow, "mlcl serve", show_jina_banner=args.verbose) as stop:
         print(f"mlcl serve: ready in {time.monotonic() - started:.1f} s: {ready_line(ports, writes_guarded)}; "
