@@ -10,6 +10,8 @@ weights: speed does not depend on them) and each precision (`--precisions`):
   mlcl encode             `mlcl encode PHOTOS --out DIR` in a subprocess (DataLoader decode workers)
   Flow /index             `mlcl serve` (a Flow YAML with this checkpoint, precision, threads and batch)
                           and `mlcl index PHOTOS` against it: images/s as `mlcl index` reports it
+  Flow /index --by-path   the same with `mlcl index --by-path`: the Flow reads the files (image_roots), nothing
+                          is copied through the gateway
   Flow CPU ceiling        (CPU only) where the CPU went during `mlcl index` (encoder, its decode workers, gateway
                           + indexer, the client without its start) and the bare forward's CPU seconds over
                           their total: the Flow / bare ratio this machine allows when every core is busy, since
@@ -191,14 +193,15 @@ def run_encode(photos: Path, ckpt: Path, device: str, precision: str, best: Dict
             "wall_s_with_start": t.s, "decode_workers": int(workers.group(1)) if workers else None}
 
 
-def flow_yaml(work: Path, ckpt: Path, device: str, precision: str, best: Dict[str, Any]) -> Path:
+def flow_yaml(work: Path, ckpt: Path, device: str, precision: str, best: Dict[str, Any], photos: Path) -> Path:
     """flows/flow.yml with this encoder's settings (what a user would put in config.yml)."""
     import yaml
 
     from mlcl_cli.flows import flow_config
 
     encoder = {"checkpoint": str(ckpt), "device": device, "precision": precision, "memory_format": best["memory_format"],
-               "batch_size": int(best["batch"]), "torch_threads": best.get("threads")}
+               "batch_size": int(best["batch"]), "torch_threads": best.get("threads"),
+               "image_roots": [str(photos.resolve())]}  # `mlcl index --by-path` (as `mlcl serve --image-root`)
     config = flow_config(encoder_with=encoder)
     path = work / f"flow-{ckpt.stem}-{precision}.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))  # jina wants `jtype` first
@@ -252,12 +255,28 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def index_run(photos: Path, grpc: int, serve_pid: int, by_path: bool) -> Dict[str, Any]:
+    """`mlcl index PHOTOS` (`--by-path`: the Flow reads the files) into the Flow: images/s and where the CPU went."""
+    cpu_before, client_before = flow_cpu_seconds(serve_pid), children_cpu_s()
+    done = subprocess.run(MLCL + ["index", str(photos), "--port", str(grpc), "--no-progress"] + (["--by-path"] if by_path else []),
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"mlcl index failed: {done.stderr.strip()[-600:]}")
+    m = re.search(r"indexed (\d+) of \d+ images in ([\d.]+) s \(([\d.]+) images/s\)", done.stdout)
+    cpu_after, client_after = flow_cpu_seconds(serve_pid), children_cpu_s()
+    # The client's start (imports, connecting) is not in its images/s: `mlcl count` costs the same, minus it.
+    subprocess.run(MLCL + ["count", "--port", str(grpc)], capture_output=True, cwd=REPO_ROOT, check=True)
+    client_start_s = children_cpu_s() - client_after
+    return {"index_images": int(m.group(1)), "index_s": float(m.group(2)), "index_images_per_s": float(m.group(3)),
+            "index_cpu_s": cpu_during(cpu_before, cpu_after, max(0.0, client_after - client_before - client_start_s))}
+
+
 def run_flow(photos: Path, ckpt: Path, device: str, precision: str, best: Dict[str, Any], work: Path,
              queries: int) -> Dict[str, Any]:
     from mlcl_cli.flows import free_port
 
     grpc, http = free_port(), free_port()
-    flow = flow_yaml(work, ckpt, device, precision, best)
+    flow = flow_yaml(work, ckpt, device, precision, best, photos)
     log = open(work / f"serve-{ckpt.stem}-{precision}.log", "w+")
     t0 = time.perf_counter()
     serve = subprocess.Popen(MLCL + ["serve", "--flow", str(flow), "--grpc-port", str(grpc), "--http-port", str(http),
@@ -278,19 +297,9 @@ def run_flow(photos: Path, ckpt: Path, device: str, precision: str, best: Dict[s
         if ready is None:
             raise RuntimeError("mlcl serve was not ready within 600 s")
         out: Dict[str, Any] = {"start_s": ready, "start_wall_s": time.perf_counter() - t0}
-        cpu_before, client_before = flow_cpu_seconds(serve.pid), children_cpu_s()
-        done = subprocess.run(MLCL + ["index", str(photos), "--port", str(grpc), "--no-progress"],
-                              capture_output=True, text=True, cwd=REPO_ROOT)
-        if done.returncode != 0:
-            raise RuntimeError(f"mlcl index failed: {done.stderr.strip()[-600:]}")
-        m = re.search(r"indexed (\d+) of \d+ images in ([\d.]+) s \(([\d.]+) images/s\)", done.stdout)
-        out.update(index_images=int(m.group(1)), index_s=float(m.group(2)), index_images_per_s=float(m.group(3)))
-        cpu_after, client_after = flow_cpu_seconds(serve.pid), children_cpu_s()
-        # The client's start (imports, connecting) is not in its images/s: `mlcl count` costs the same, minus it.
-        subprocess.run(MLCL + ["count", "--port", str(grpc)], capture_output=True, cwd=REPO_ROOT, check=True)
-        client_start_s = children_cpu_s() - client_after
-        # Where the machine's CPU went while `mlcl index` ran.
-        out["index_cpu_s"] = cpu_during(cpu_before, cpu_after, max(0.0, client_after - client_before - client_start_s))
+        out.update(index_run(photos, grpc, serve.pid, by_path=False))
+        by_path = index_run(photos, grpc, serve.pid, by_path=True)  # the same ids again: replaced, the same work
+        out.update({f"by_path_{k}": v for k, v in by_path.items()})
         out.update(encoder_rss(serve.pid))
         out["query"] = hybrid_queries(grpc, sorted(photos.glob("*.jpg")), queries)
         return out
@@ -366,6 +375,8 @@ def measure(backbone: str, precision: str, args: argparse.Namespace, photos: Pat
             # Flow's processes and the client spent (decoding and moving the photos are not in the bare forward).
             forward_cpu_s = row["flow"]["index_images"] / best["images_per_s"] * best["threads"]
             row["flow_cpu_ceiling"] = forward_cpu_s / row["flow"]["index_cpu_s"]["total"]
+            row["flow_by_path_cpu_ceiling"] = forward_cpu_s / row["flow"]["by_path_index_cpu_s"]["total"]
+        row["flow_by_path_over_bare_forward"] = row["flow"]["by_path_index_images_per_s"] / best["images_per_s"]
     if "encode" in row:
         row["encode_over_bare_forward"] = row["encode"]["images_per_s"] / best["images_per_s"]
     row["load_average_1_5_15"] = {"start": load_start, "end": load_average()}  # the machine may be shared
@@ -374,7 +385,7 @@ def measure(backbone: str, precision: str, args: argparse.Namespace, photos: Pat
 
 def table(rows: List[Dict[str, Any]]) -> str:
     headers = ["backbone", "precision", "device", "bare forward img/s (format, threads, batch)", "bare decode+forward img/s",
-               "mlcl encode img/s", "Flow /index img/s", "Flow / bare", "Flow CPU ceiling", "query p50 / p99 ms", "encoder RSS MB",
+               "mlcl encode img/s", "Flow /index img/s", "Flow / bare", "Flow CPU ceiling", "Flow /index --by-path img/s (/ bare, ceiling)", "query p50 / p99 ms", "encoder RSS MB",
                "checkpoint MB", "start s", "load (1 min) start / end"]
     out = []
     for r in rows:
@@ -386,6 +397,9 @@ def table(rows: List[Dict[str, Any]]) -> str:
             f"{b['images_per_s']:.3g} ({b['memory_format']}, {b['threads'] or '-'}, {b['batch']})",
             r["bare_decode_forward"]["images_per_s"], r.get("encode", {}).get("images_per_s"),
             f.get("index_images_per_s"), r.get("flow_over_bare_forward"), r.get("flow_cpu_ceiling"),
+            "{:.3g} ({:.3g}, {})".format(f["by_path_index_images_per_s"], r["flow_by_path_over_bare_forward"],
+                                         "-" if r.get("flow_by_path_cpu_ceiling") is None else f"{r['flow_by_path_cpu_ceiling']:.3g}")
+            if "by_path_index_images_per_s" in f else None,
             f"{q['p50']:.0f} / {q['p99']:.0f}" if q else None,
             f.get("encoder_rss_mb"), r["checkpoint_mb"], f.get("start_s"),
             "{} / {}".format(*[(x or [None])[0] for x in (r["load_average_1_5_15"]["start"], r["load_average_1_5_15"]["end"])]),

@@ -19,11 +19,17 @@ TOKEN = "gallery-cli-token"
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory):
+def roots(tmp_path_factory):
+    """A folder the Flow's encoder may read files in (`image_roots`, as `mlcl serve --image-root`)."""
+    return tmp_path_factory.mktemp("roots")
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory, roots):
     token_file = tmp_path_factory.mktemp("secret") / "token"
     token_file.write_text(TOKEN + "\n")
     with running_flow(REPO_ROOT / "flows" / "flow.yml", tmp_path_factory.mktemp("ws"),
-                      encoder_with={"checkpoint": str(tiny_checkpoint()), "decode_workers": 0},
+                      encoder_with={"checkpoint": str(tiny_checkpoint()), "decode_workers": 0, "image_roots": [str(roots)]},
                       gateway_with={"write_token_file": str(token_file)}) as served:
         yield served
 
@@ -86,3 +92,32 @@ def test_no_flow_is_one_line(capsys):
     for command in (["count"], ["delete", "x"], ["clear", "--yes"]):
         code, _, err = cli(capsys, *command, "--port", str(free_port()))
         assert code == 2 and len(err) == 1 and "no Flow at" in err[0]
+
+
+def test_index_by_path(flow, folders, roots, capsys, monkeypatch):
+    """`--by-path`: the Flow reads the files itself; the vectors are those of the bytes; a folder the Flow may not
+    read is refused in one line before anything is sent."""
+    import shutil
+
+    from docarray import DocList
+
+    from mlcl_cli.client import grpc_client
+    from mlcl_executor.schemas import QueryDoc
+
+    port = ["--port", str(flow["grpc"])]
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    code, _, err = cli(capsys, "index", str(folders / "shop1"), "--by-path", "--no-progress", *port)
+    assert code == 2 and len(err) == 1 and "--image-root" in err[0] and "outside the allowed image roots" in err[0], err
+    assert cli(capsys, "count", *port)[1].startswith("0 documents")
+
+    shop = shutil.copytree(folders / "shop1", roots / "shop1")
+    code, out, _ = cli(capsys, "index", str(shop), "--id-prefix", "bytes/", "--no-progress", *port)
+    assert code == 0 and "indexed 3 of 3 images" in out
+    code, out, err = cli(capsys, "index", str(shop), "--id-prefix", "path/", "--by-path", "--no-progress", *port)
+    assert code == 0 and "indexed 3 of 3 images" in out and "holds 6" in out, (out, err)
+    answer = grpc_client("localhost", flow["grpc"]).post(
+        "/search", DocList[QueryDoc]([QueryDoc(text="a red circle")]), parameters={"limit": 6}, return_type=DocList[QueryDoc])
+    scores = {m.id: s for m, s in zip(answer[0].matches, answer[0].scores)}
+    for name in ("img0.png", "img1.png", "img2.png"):
+        assert scores[f"path/{name}"] == pytest.approx(scores[f"bytes/{name}"], abs=1e-5)
+    assert cli(capsys, "clear", "--yes", *port)[0] == 0

@@ -7,7 +7,10 @@
     mlcl index --reindex --workspace ws --checkpoint new.pt   # the gallery of ws, re-encoded with another model
 
 Images are read here and sent as bytes, so the server needs no access to
-the files. Ids: a document's id is its path relative to the folder given,
+the files. `--by-path` sends their absolute paths instead and the Flow reads
+the files itself (the same machine or a shared disk; the encoder must allow
+the folder: `mlcl serve --image-root DIR`): nothing is copied through the
+gateway, which leaves that CPU to the model (docs/performance.md). Ids: a document's id is its path relative to the folder given,
 with its extension (`mlcl index gallery/` indexes `gallery/shirts/a.png` as
 `shirts/a.png`); a file named on its own gets its file name (`a.png`). Its
 tags hold the absolute path (`tags.path`: stored, not shown in answers unless
@@ -59,6 +62,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=54321, help="gRPC port (default: 54321)")
     parser.add_argument("--batch-size", type=int, default=None, help="images (default 64) or vectors (default 4096) per request")
     parser.add_argument("--no-recursive", action="store_true", help="only the top level of folders")
+    parser.add_argument("--by-path", action="store_true",
+                        help="send the files' paths, not their bytes: the Flow reads them (it must run where they are, "
+                        "started with --image-root covering them)")
     parser.add_argument("--reindex", action="store_true",
                         help="re-encode the gallery of --workspace with --checkpoint into a fresh index and swap it in "
                         "(no Flow needed; a running one keeps answering from the old index until the swap)")
@@ -123,18 +129,22 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"mlcl index: {len(items)} images; ids are paths relative to the folder given (e.g. {items[0][0]!r})")
     errors: list[str] = []
-    # Requests of --batch-size images, fewer when the files are large (photos: a few MB each).
-    mean_bytes = sum(path.stat().st_size for _, path in items[:256]) / min(len(items), 256)
+    # Requests of --batch-size images, fewer when the files are large (photos: a few MB each) and sent as bytes.
+    mean_bytes = 0.0 if args.by_path else sum(path.stat().st_size for _, path in items[:256]) / min(len(items), 256)
     size = max(1, min(args.batch_size or 64, int(REQUEST_BYTES // max(mean_bytes, 1))))
     start = time.perf_counter()
     try:
         before = index_count(client)
+        if args.by_path and (refused := path_refused(client, items[0])):
+            print(f"mlcl index: the Flow cannot read {items[0][1]} ({refused}); start it with --image-root "
+                  f"covering the folder, or index without --by-path", file=sys.stderr)
+            return 2
         with tqdm(total=len(items), unit="img", desc="indexing", disable=args.no_progress) as bar:
             def answered(answer) -> None:  # noqa: ANN001
                 errors.extend(d.error for d in answer if d.error)
                 bar.update(len(answer))
 
-            post_in_groups(client, items, size, answered)
+            post_in_groups(client, items, size, answered, by_path=args.by_path)
         elapsed = time.perf_counter() - start
         count = index_count(client)
     except Exception as exc:
@@ -149,7 +159,28 @@ def run(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def post_in_groups(client, items: list[tuple[str, Path]], size: int, on_answer) -> None:  # noqa: ANN001
+def gallery_doc(doc_id: str, path: Path, by_path: bool):  # noqa: ANN201 - a GalleryDoc
+    """The document `mlcl index` sends for one file: its bytes (or its absolute path, `by_path`) and its tags."""
+    from mlcl_cli.client import file_digest
+    from mlcl_executor.schemas import GalleryDoc
+
+    image = str(path.resolve()) if by_path else path.read_bytes()
+    return GalleryDoc(id=doc_id, image=image, tags={"path": str(path), "sha256": file_digest(path)})
+
+
+def path_refused(client, item: tuple[str, Path]) -> str | None:  # noqa: ANN001 - a FlowClient
+    """Why the Flow cannot read `item` by its path (None: it can). `/encode` as a gallery image: nothing is stored."""
+    from docarray import DocList
+
+    from mlcl_executor.schemas import GalleryDoc
+
+    answer = client.post("/encode", DocList[GalleryDoc]([gallery_doc(*item, by_path=True)]), parameters={"as": "gallery"},
+                         return_type=DocList[GalleryDoc])
+    error = answer[0].error if len(answer) else "no answer"
+    return error.split(": ", 1)[-1] if error else None
+
+
+def post_in_groups(client, items: list[tuple[str, Path]], size: int, on_answer, by_path: bool = False) -> None:  # noqa: ANN001
     """Post `items` to `/index` in requests of `size`, streamed REQUESTS_IN_FLIGHT requests per `Client.post`.
 
     Several requests in flight let the Flow decode one while it encodes another and this process reads
@@ -160,7 +191,6 @@ def post_in_groups(client, items: list[tuple[str, Path]], size: int, on_answer) 
     """
     from docarray import DocList
 
-    from mlcl_cli.client import file_digest
     from mlcl_executor.schemas import GalleryDoc
 
     def done(response) -> None:  # noqa: ANN001 - a jina Response; its answer is not kept (thumbnails)
@@ -168,8 +198,7 @@ def post_in_groups(client, items: list[tuple[str, Path]], size: int, on_answer) 
 
     group = size * REQUESTS_IN_FLIGHT
     for lo in range(0, len(items), group):
-        docs = (GalleryDoc(id=doc_id, image=path.read_bytes(), tags={"path": str(path), "sha256": file_digest(path)})
-                for doc_id, path in items[lo : lo + group])
+        docs = (gallery_doc(doc_id, path, by_path) for doc_id, path in items[lo : lo + group])
         client.post("/index", docs, request_size=size, prefetch=REQUESTS_IN_FLIGHT, on_done=done,
                     return_type=DocList[GalleryDoc])
 
