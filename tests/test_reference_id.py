@@ -152,6 +152,61 @@ def test_a_search_by_gallery_id_equals_a_search_with_the_original_image(encoder,
         ix.close()
 
 
+def bulk_loaded(shapes, tmp_path, indexers: List[MLCLIndexer], encoder, block_size: int = 10) -> None:
+    """The gallery through the bulk path: `mlcl encode`'s work into a vector folder, then the blocks `mlcl index
+    --vectors DIR` sends, checked by the encoder and stored by every shard (as in a Flow)."""
+    import argparse
+
+    from helpers import tiny_checkpoint
+    from mlcl.bulk_encode import EncodeOptions, encode_items
+    from mlcl_cli.commands.index import _vector_blocks, vectors_doc
+    from mlcl_executor.schemas import VectorsDoc
+
+    out = tmp_path / "vecs"
+    items = [(name, shapes.image_path(name)) for name in shapes.gallery]
+    encode_items(items, out, EncodeOptions(checkpoint=tiny_checkpoint(), device="cpu", batch_size=7, workers=0, part_size=16))
+    args = argparse.Namespace(paths=[], vectors=out, ids=None, model_id=None, checkpoint=None, id_prefix="")
+    model_id, total, blocks = _vector_blocks(args, block_size)
+    docs = DocList[VectorsDoc]([vectors_doc(model_id, *block) for block in blocks])
+    assert total == len(shapes.gallery) and all(d.norms is not None for d in docs)
+    checked = encoder.check_vector_blocks(docs).to_protobuf()
+    for ix in indexers:
+        answer = ix.index_vectors(DocList[VectorsDoc].from_protobuf(checked))
+        assert all(d.error is None for d in answer)
+
+
+@pytest.mark.parametrize("backend,shards", [("memory", 1), ("hnsw", 1), ("memory", 2),
+                                            pytest.param("milvus", 1, marks=pytest.mark.slow)])
+def test_a_search_by_the_id_of_a_bulk_loaded_vector_equals_a_search_with_the_original_image(encoder, shapes, tmp_path,
+                                                                                           backend, shards):
+    options = {}
+    if backend == "milvus":
+        pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
+        options = {"milvus": {"uri": str(tmp_path / "gallery.db"), "index_type": "FLAT"}}
+    indexers = [MLCLIndexer(backend=backend, metas={"name": "indexer", "workspace": str(tmp_path / str(s))},
+                            runtime_args={"shard_id": s, "shards": shards, "name": "indexer"}, **options)
+                for s in range(shards)]
+    try:
+        bulk_loaded(shapes, tmp_path, indexers, encoder)
+        flow = InProcessFlow(encoder, indexers)
+        refs = [shapes.gallery[1], shapes.gallery[12], shapes.gallery[22]]
+        by_image = [QueryDoc(id=f"img-{r}", image=shapes.image_path(r).read_bytes(), text="make it green", reference_id=r)
+                    for r in refs] + [QueryDoc(id="img-alone", image=shapes.image_path(refs[0]).read_bytes(), reference_id=refs[0])]
+        by_id = [QueryDoc(id=f"id-{r}", text="make it green", reference_id=r) for r in refs] + [
+            QueryDoc(id="id-alone", reference_id=refs[0])]
+        with_image = answer_docs(post(flow, by_image, limit=10))
+        with_id = answer_docs(post(flow, by_id, limit=10))
+        for a, b in zip(with_image, with_id):
+            assert a.error is None and b.error is None
+            assert [m.id for m in b.matches] == [m.id for m in a.matches] and len(a.matches) == 10
+            assert cosine(flow.query_vectors[a.id], flow.query_vectors[b.id]) >= 0.9999
+            assert b.reference_id not in [m.id for m in b.matches]
+            assert all(NORM_TAG not in m.tags for m in b.matches)  # stored, not shown
+    finally:
+        for ix in indexers:
+            ix.close()
+
+
 def test_an_id_not_in_the_gallery_is_a_client_error_that_names_it(encoder, shapes, tmp_path):
     from jina.proto import jina_pb2
 
