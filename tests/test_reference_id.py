@@ -36,9 +36,9 @@ def encoder(make_encoder):
     return make_encoder(batch_size=8, thumbnail_size=0)
 
 
-def make_indexer(path, backend: str = "memory", shard_id: int = 0, shards: int = 1) -> MLCLIndexer:
+def make_indexer(path, backend: str = "memory", shard_id: int = 0, shards: int = 1, **options: Any) -> MLCLIndexer:
     return MLCLIndexer(backend=backend, metas={"name": "indexer", "workspace": str(path)},
-                       runtime_args={"shard_id": shard_id, "shards": shards, "name": "indexer"})
+                       runtime_args={"shard_id": shard_id, "shards": shards, "name": "indexer"}, **options)
 
 
 def gallery_docs(shapes) -> DocList[GalleryDoc]:
@@ -133,12 +133,18 @@ def test_a_search_by_gallery_id_equals_a_search_with_the_original_image(encoder,
     encoded = run_endpoint(encoder.encode_gallery(gallery_docs(shapes))).to_protobuf()
     for ix in indexers:  # every shard is sent everything and keeps what it owns, as in a Flow
         ix.index(DocList[GalleryDoc].from_protobuf(encoded))
-    flow = InProcessFlow(encoder, indexers)
-    refs = [shapes.gallery[0], shapes.gallery[7], shapes.gallery[20]]
-    by_image = [QueryDoc(id=f"img-{r}", image=shapes.image_path(r).read_bytes(), text="add a red circle", reference_id=r)
-                for r in refs] + [QueryDoc(id="img-alone", image=shapes.image_path(refs[1]).read_bytes(), reference_id=refs[1])]
-    by_id = [QueryDoc(id=f"id-{r}", text="add a red circle", reference_id=r) for r in refs] + [
-        QueryDoc(id="id-alone", reference_id=refs[1])]
+    assert_by_id_equals_by_image(shapes, InProcessFlow(encoder, indexers), [shapes.gallery[i] for i in (0, 7, 20)],
+                                 "add a red circle")
+    for ix in indexers:
+        ix.close()
+
+
+def assert_by_id_equals_by_image(shapes, flow: InProcessFlow, refs: List[str], text: str) -> None:
+    """Queries by each reference's image and by its gallery id (with `text`, and the first alone) get the same top 10,
+    from query vectors at cosine >= 0.9999."""
+    by_image = [QueryDoc(id=f"img-{r}", image=shapes.image_path(r).read_bytes(), text=text, reference_id=r)
+                for r in refs] + [QueryDoc(id="img-alone", image=shapes.image_path(refs[0]).read_bytes(), reference_id=refs[0])]
+    by_id = [QueryDoc(id=f"id-{r}", text=text, reference_id=r) for r in refs] + [QueryDoc(id="id-alone", reference_id=refs[0])]
     with_image = answer_docs(post(flow, by_image, limit=10))
     sent = len(flow.sent)
     with_id = answer_docs(post(flow, by_id, limit=10))
@@ -148,8 +154,7 @@ def test_a_search_by_gallery_id_equals_a_search_with_the_original_image(encoder,
         assert [m.id for m in b.matches] == [m.id for m in a.matches] and len(a.matches) == 10
         assert cosine(flow.query_vectors[a.id], flow.query_vectors[b.id]) >= 0.9999
         assert b.reference_id not in [m.id for m in b.matches]  # still left out of its own results
-    for ix in indexers:
-        ix.close()
+        assert all(NORM_TAG not in m.tags for m in b.matches)  # stored, not shown
 
 
 def bulk_loaded(shapes, tmp_path, indexers: List[MLCLIndexer], encoder, block_size: int = 10) -> None:
@@ -183,25 +188,11 @@ def test_a_search_by_the_id_of_a_bulk_loaded_vector_equals_a_search_with_the_ori
     if backend == "milvus":
         pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
         options = {"milvus": {"uri": str(tmp_path / "gallery.db"), "index_type": "FLAT"}}
-    indexers = [MLCLIndexer(backend=backend, metas={"name": "indexer", "workspace": str(tmp_path / str(s))},
-                            runtime_args={"shard_id": s, "shards": shards, "name": "indexer"}, **options)
-                for s in range(shards)]
+    indexers = [make_indexer(tmp_path / str(s), backend, s, shards, **options) for s in range(shards)]
     try:
         bulk_loaded(shapes, tmp_path, indexers, encoder)
-        flow = InProcessFlow(encoder, indexers)
-        refs = [shapes.gallery[1], shapes.gallery[12], shapes.gallery[22]]
-        by_image = [QueryDoc(id=f"img-{r}", image=shapes.image_path(r).read_bytes(), text="make it green", reference_id=r)
-                    for r in refs] + [QueryDoc(id="img-alone", image=shapes.image_path(refs[0]).read_bytes(), reference_id=refs[0])]
-        by_id = [QueryDoc(id=f"id-{r}", text="make it green", reference_id=r) for r in refs] + [
-            QueryDoc(id="id-alone", reference_id=refs[0])]
-        with_image = answer_docs(post(flow, by_image, limit=10))
-        with_id = answer_docs(post(flow, by_id, limit=10))
-        for a, b in zip(with_image, with_id):
-            assert a.error is None and b.error is None
-            assert [m.id for m in b.matches] == [m.id for m in a.matches] and len(a.matches) == 10
-            assert cosine(flow.query_vectors[a.id], flow.query_vectors[b.id]) >= 0.9999
-            assert b.reference_id not in [m.id for m in b.matches]
-            assert all(NORM_TAG not in m.tags for m in b.matches)  # stored, not shown
+        assert_by_id_equals_by_image(shapes, InProcessFlow(encoder, indexers), [shapes.gallery[i] for i in (1, 12, 22)],
+                                     "make it green")
     finally:
         for ix in indexers:
             ix.close()
