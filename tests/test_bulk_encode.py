@@ -240,6 +240,20 @@ def test_mlcl_index_vectors_dir_through_a_flow(gallery, tmp_path):
         assert wrong.returncode == 1 and "cannot be mixed in" in wrong.stderr
         assert "the index holds 7" in cli("index", "--vectors", str(tmp_path / "vecs"), "--port", str(grpc),
                                           "--no-progress").stdout
+        # a folder written before the norms were: loaded as before and said so; a search by its ids is the clear refusal
+        from jina.excepts import BadServer
+
+        from helpers import server_error
+
+        shutil.copytree(tmp_path / "vecs", tmp_path / "old")
+        for f in (tmp_path / "old").glob("part-*.norms.npy"):
+            f.unlink()
+        old = cli("index", "--vectors", str(tmp_path / "old"), "--port", str(grpc), "--no-progress")
+        assert old.returncode == 0 and "indexed 7 of 7 vectors" in old.stdout
+        assert f"7 vectors of {tmp_path / 'old'} have no feature norm" in old.stderr
+        with pytest.raises(BadServer) as err:
+            client.post("/search", DocList[QueryDoc]([QueryDoc(reference_id="photo2.jpg")]), return_type=DocList[QueryDoc])
+        assert "reference_id 'photo2.jpg' was indexed from a vector without its image's feature norm" in server_error(err.value)
         assert server.stop() == 0
     finally:
         server.kill()
