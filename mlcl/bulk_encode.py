@@ -5,9 +5,10 @@ Files are decoded in DataLoader worker processes (as the served encoder decodes
 them: `mlcl.image_decode`, the same ids as `mlcl index FOLDER`:
 `mlcl.gallery_files`), batched, encoded on the GPU when there is one, and written
 to `DIR` part by part (`mlcl.vector_files.VectorDir`), each vector with the norm
-of its image's features (what a search by gallery id needs besides the vector). A second run into the
-same `DIR` skips the ids already there, so a run that stopped resumes; a file
-that could not be read is reported, not written, and tried again next time.
+of its image's features (what a search by gallery id needs besides the vector).
+A second run into the same `DIR` skips the ids already there, so a run that
+stopped resumes; a file that could not be read is reported, not written, and
+tried again next time.
 `mlcl index --vectors DIR` then loads the folder into a running Flow, whose
 encoder checks that the model id is its own.
 """
