@@ -4,9 +4,11 @@ The bulk path for big galleries: no Flow, no gateway, no per-document messages.
 Files are decoded in DataLoader worker processes (as the served encoder decodes
 them: `mlcl.image_decode`, the same ids as `mlcl index FOLDER`:
 `mlcl.gallery_files`), batched, encoded on the GPU when there is one, and written
-to `DIR` part by part (`mlcl.vector_files.VectorDir`). A second run into the
-same `DIR` skips the ids already there, so a run that stopped resumes; a file
-that could not be read is reported, not written, and tried again next time.
+to `DIR` part by part (`mlcl.vector_files.VectorDir`), each vector with the norm
+of its image's features (what a search by gallery id needs besides the vector).
+A second run into the same `DIR` skips the ids already there, so a run that
+stopped resumes; a file that could not be read is reported, not written, and
+tried again next time.
 `mlcl index --vectors DIR` then loads the folder into a running Flow, whose
 encoder checks that the model id is its own.
 """
@@ -128,14 +130,15 @@ def encode_items(
     )
     ids: List[str] = []
     rows: List[np.ndarray] = []
+    norms: List[np.ndarray] = []  # row for row with `rows`
     start = last_part = time.perf_counter()
 
     def write_part() -> None:
-        nonlocal ids, rows, last_part
+        nonlocal ids, rows, norms, last_part
         if ids:
-            vectors_dir.write_part(ids, np.concatenate(rows))
+            vectors_dir.write_part(ids, np.concatenate(rows), np.concatenate(norms))
             result.encoded += len(ids)
-            ids, rows = [], []
+            ids, rows, norms = [], [], []
         last_part = time.perf_counter()
 
     try:
@@ -143,8 +146,9 @@ def encode_items(
             for positions, batch, errors in loader:
                 result.failed += [(todo[i][0], why) for i, why in errors]
                 if batch is not None:
-                    vectors = model.encode_image(model.images_from_pixels(batch, device))
+                    vectors, feature_norms = model.encode_gallery(model.images_from_pixels(batch, device))
                     rows.append(vectors.float().cpu().numpy())
+                    norms.append(feature_norms.float().cpu().numpy())
                     ids += [todo[i][0] for i in positions]
                 if len(ids) >= options.part_size or time.perf_counter() - last_part >= options.part_seconds:
                     write_part()

@@ -14,12 +14,18 @@ The model id is given separately (`--checkpoint` or `--model-id`).
     DIR/mlcl-vectors.json     {"format": "mlcl-vectors", "version": 1, "model_id": ..., "dim": ..., ...}
     DIR/part-000000.npy       (n, dim) float32, unit-norm gallery vectors
     DIR/part-000000.txt       the n ids, one per line, in row order
+    DIR/part-000000.norms.npy (n,) float32, the norm of each image's features, in row order
     DIR/part-000001.npy ...
 
-Written part by part, each part atomically (ids first, then the matrix, each through a
-temporary file renamed into place), so a run that stops leaves only whole parts: a part
-counts when its `.npy` exists and its ids match its rows. A second run skips the ids
-already in the folder. No torch (numpy only).
+The norms are what a search by gallery id needs besides the unit vector (the served
+indexer stores them as `/index` does, `mlcl_executor/reference.py`). A part without a
+norms file (a folder written before they were, or by another writer) still loads: its
+documents are searchable by image and text, not by their gallery id.
+
+Written part by part, each part atomically (ids first, then the norms, then the matrix,
+each through a temporary file renamed into place), so a run that stops leaves only whole
+parts: a part counts when its `.npy` exists and its ids (and norms, when present) match
+its rows. A second run skips the ids already in the folder. No torch (numpy only).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,6 +42,15 @@ DIR_FORMAT = "mlcl-vectors"
 DIR_VERSION = 1
 META_FILE = "mlcl-vectors.json"
 _PART = re.compile(r"^part-(\d{6})\.npy$")
+_PART_FILE = re.compile(r"^part-(\d{6})\.(npy|txt|norms\.npy)$")  # any file of a part, whole or not
+
+
+class Part(NamedTuple):
+    """One part of a vector folder: ids, their (n, dim) vectors and their (n,) feature norms (None: not stored)."""
+
+    ids: List[str]
+    matrix: np.ndarray
+    norms: Optional[np.ndarray]
 
 
 def _read_ids(path: Path) -> List[str]:
@@ -125,8 +140,25 @@ class VectorDir:
     def _ids_path(self, n: int) -> Path:
         return self.path / f"part-{n:06d}.txt"
 
-    def parts(self) -> Iterator[Tuple[List[str], np.ndarray]]:
-        """(ids, matrix) per part, in order; matrices memory-mapped. ValueError names a part that is damaged
+    def _norms_path(self, n: int) -> Path:
+        return self.path / f"part-{n:06d}.norms.npy"
+
+    def _norms(self, n: int, rows: int) -> Optional[np.ndarray]:
+        """Part n's feature norms (memory-mapped), None when it has none; ValueError when they do not fit its rows.
+        Their values are checked where they are used (the served encoder's block check, `vectors.py`)."""
+        path = self._norms_path(n)
+        if not path.is_file():
+            return None
+        try:
+            norms = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a NumPy .npy array ({exc})") from None
+        if norms.shape != (rows,) or not np.issubdtype(norms.dtype, np.floating):
+            raise ValueError(f"{path}: expected {rows} float norms (one per vector), got shape {norms.shape} of {norms.dtype}")
+        return norms
+
+    def parts(self) -> Iterator[Part]:
+        """(ids, matrix, norms) per part, in order; arrays memory-mapped. ValueError names a part that is damaged
         or an id that is in two parts."""
         seen: set = set()
         for n in self.part_numbers():
@@ -137,7 +169,7 @@ class VectorDir:
             if twice:
                 raise ValueError(f"{self._ids_path(n)}: id {sorted(twice)[0]!r} is also in an earlier part")
             seen.update(ids)
-            yield ids, matrix
+            yield Part(ids, matrix, self._norms(n, len(ids)))
 
     def ids(self) -> List[str]:
         """Every id stored, in part order (reads the id files only)."""
@@ -150,7 +182,7 @@ class VectorDir:
         """All vectors as one (n, dim) float32 matrix (read into memory) and their ids."""
         ids: List[str] = []
         blocks = []
-        for part_ids, matrix in self.parts():
+        for part_ids, matrix, _ in self.parts():
             ids += part_ids
             blocks.append(np.asarray(matrix, dtype=np.float32))
         return (np.concatenate(blocks) if blocks else np.zeros((0, self.dim), np.float32)), ids
@@ -159,24 +191,35 @@ class VectorDir:
         return len(self.ids())
 
     # ------------------------------------------------------------ writing
-    def write_part(self, ids: Sequence[str], vectors: np.ndarray) -> Path:
-        """Add a part (ids in row order); returns its `.npy` path. The part appears whole or not at all."""
+    def write_part(self, ids: Sequence[str], vectors: np.ndarray, norms: Optional[np.ndarray] = None) -> Path:
+        """Add a part (ids in row order, and each vector's feature norm when given); returns its `.npy` path.
+        The part appears whole or not at all: its matrix, written last, makes it count."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape != (len(ids), self.dim):
             raise ValueError(f"a part of {len(ids)} ids needs vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
+        if norms is not None:
+            norms = np.ascontiguousarray(norms, dtype=np.float32)
+            if norms.shape != (len(ids),):
+                raise ValueError(f"a part of {len(ids)} ids needs {len(ids)} norms, got shape {norms.shape}")
         bad = [i for i in ids if not i.strip() or "\n" in i or "\r" in i]
         if bad:
             raise ValueError(f"id {bad[0]!r} cannot be stored one per line")
-        numbers = sorted(int(m.group(1)) for f in self.path.iterdir() if (m := re.match(r"^part-(\d{6})\.(npy|txt)$", f.name)))
+        numbers = sorted(int(m.group(1)) for f in self.path.iterdir() if (m := _PART_FILE.match(f.name)))
         n = numbers[-1] + 1 if numbers else 0
         _write_atomic(self._ids_path(n), ("\n".join(ids) + "\n").encode("utf-8"))
-        tmp = self._npy_path(n).with_name(self._npy_path(n).name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._npy_path(n))
+        if norms is not None:
+            _save_atomic(self._norms_path(n), norms)
+        _save_atomic(self._npy_path(n), vectors)
         return self._npy_path(n)
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -192,4 +235,4 @@ def is_vector_dir(path: Optional[str | os.PathLike]) -> bool:
     return path is not None and (Path(path) / META_FILE).is_file()
 
 
-__all__ = ["DIR_FORMAT", "META_FILE", "VectorDir", "is_vector_dir", "load_vector_files"]
+__all__ = ["DIR_FORMAT", "META_FILE", "Part", "VectorDir", "is_vector_dir", "load_vector_files"]

@@ -10,7 +10,8 @@ What it does, shard by shard of the workspace (every folder with an `mlcl-index.
    is a local file), with the new model, into a vector folder beside the workspace (`mlcl.bulk_encode`,
    a progress bar; a run that stopped resumes there);
 3. builds a fresh index of the same backend beside the workspace, with the old uris and tags (thumbnails
-   included) and the new vectors, and records the new model id in it (`workspace_model.py`);
+   included) and the new vectors with their feature norms (a search by gallery id keeps working), and records
+   the new model id in it (`workspace_model.py`);
 4. swaps it in: once no indexer serves the workspace (a running Flow holds its lock,
    `workspace_model.hold_serving_lock`; the command waits for it to stop, and says so), and only if the
    index did not change since step 1, each shard's folder is replaced by the fresh one; entries of the old
@@ -107,12 +108,14 @@ def image_file(match: Any) -> Optional[Path]:
     return None
 
 
-def build_index(shard: Shard, target: Path, vectors: Dict[str, Any], dim: int, model_id: str) -> None:
-    """A fresh index of the shard's backend in `target`: the old uris and tags, the new vectors, the new model id."""
+def build_index(shard: Shard, target: Path, vectors: Dict[str, Any], dim: int, model_id: str,
+                norms: Optional[Dict[str, float]] = None) -> None:
+    """A fresh index of the shard's backend in `target`: the old uris and tags, the new vectors, their feature norms
+    (`norms`, by id: what a search by gallery id needs), the new model id."""
     import numpy as np
 
     from mlcl_executor.indexer import META_FILE
-    from mlcl_executor.reference import NORM_TAG
+    from mlcl_executor.reference import NORM_TAG, norm_tags
     from mlcl_executor.stores import create_store
     from mlcl_executor.workspace_model import record_model
 
@@ -120,10 +123,11 @@ def build_index(shard: Shard, target: Path, vectors: Dict[str, Any], dim: int, m
     (target / META_FILE).write_text(json.dumps({"backend": shard.backend, "dim": dim, "format": 1}))
     store = create_store(shard.backend, dim, target)
     try:
-        # The old model's feature norm would fuse the new vector wrongly in a search by gallery id: it goes
-        # (such a search then names the document as stored without its norm until it is indexed again).
+        # The old model's feature norm would fuse the new vector wrongly in a search by gallery id: the new
+        # model's replaces it (`mlcl encode` writes it beside the vector).
+        norms = norms or {}
         rows = [{"id": m.id, "embedding": np.asarray(vectors[m.id], dtype=np.float32), "uri": m.uri,
-                 "tags": {k: v for k, v in (m.tags or {}).items() if k != NORM_TAG}}
+                 "tags": {**{k: v for k, v in (m.tags or {}).items() if k != NORM_TAG}, **norm_tags(norms.get(m.id))}}
                 for m in shard.documents if m.id in vectors]
         for start in range(0, len(rows), WRITE_ROWS):
             store.upsert(rows[start : start + WRITE_ROWS])
@@ -209,11 +213,16 @@ def reindex(workspace: Path, checkpoint: Optional[Path], options: Any, drop_miss
                          "--drop-missing leaves them out of the new index")
     dropped += result.failed
     folder = VectorDir.open(result.out)
-    vectors = {i: v for part_ids, matrix in folder.parts() for i, v in zip(part_ids, matrix)}
+    vectors: Dict[str, Any] = {}
+    norms: Dict[str, float] = {}
+    for part in folder.parts():
+        vectors.update(zip(part.ids, part.matrix))
+        if part.norms is not None:
+            norms.update(zip(part.ids, part.norms.tolist()))
     fresh = work / "fresh"
     shutil.rmtree(fresh, ignore_errors=True)
     for shard in shards:
-        build_index(shard, fresh / shard.folder.relative_to(workspace), vectors, folder.dim, model_id)
+        build_index(shard, fresh / shard.folder.relative_to(workspace), vectors, folder.dim, model_id, norms)
     seconds = time.perf_counter() - start
     locks = wait_for_serving(shards, say)
     try:

@@ -47,7 +47,7 @@ from .pipeline import EncodingPipeline, Job
 from .schemas import GalleryDoc, LevelDoc, QueryDoc, VectorsDoc
 from .standard_docs import DOCARRAY_ENDPOINTS, ImageDoc, ImageTextDoc, TextDoc
 from .torch_gate import model_process
-from .vectors import checkpoint_id, model_problem, vector_problem
+from .vectors import checkpoint_id, model_problem, norms_problem, vector_problem
 
 DOCUMENTS = ("mlcl", "docarray")
 
@@ -157,7 +157,8 @@ class MLCLEncoder(Executor):
 
     @requests(on="/index_vectors")
     def check_vector_blocks(self, docs: DocList[VectorsDoc], **kwargs: Any) -> DocList[VectorsDoc]:
-        """Blocks of precomputed gallery vectors: checked (model id, width, finite, one id per row), no model work."""
+        """Blocks of precomputed gallery vectors: checked (model id, width, finite, one id per row; norms when
+        given: one per id, finite, > 0), no model work."""
         for i, doc in enumerate(docs):
             problem = model_problem(doc.model, self.model_id)
             if problem is not None:
@@ -165,9 +166,11 @@ class MLCLEncoder(Executor):
             else:
                 shape = vector_problem(doc.embeddings, self.model.embed_dim, rows=len(doc.ids))
                 problem = shape and f"embeddings {shape} (one row per id: {len(doc.ids)} ids)"
+                if problem is None and doc.norms is not None:
+                    problem = norms_problem(doc.norms, doc.ids)
             doc.error = problem and f"{doc_name(doc.id, i)}: {problem}"
             if problem:
-                doc.embeddings = None
+                doc.embeddings = doc.norms = None
         return docs
 
     @requests(on="/search")

@@ -6,7 +6,8 @@ Endpoints of MLCLIndexer (all typed with the schemas of `schemas.py`):
   image the encoder could not read, are passed through and not stored);
 - `/update` replace documents that exist (unknown ids get `error`);
 - `/index_vectors` upsert blocks of precomputed vectors (`VectorsDoc`: ids +
-  a matrix; checked by the encoder, see `vectors.py`), answering `count`;
+  a matrix, and the feature norms when known, stored as `/index` stores them;
+  checked by the encoder, see `vectors.py`), answering `count`;
 - `/delete` delete by id (unknown ids get `error`), or every id that starts with
   `parameters: {"prefix": P}` (answering one document per id deleted);
 - `/clear`  delete everything; `/count` one `StatsDoc` (count, width, model id);
@@ -65,13 +66,13 @@ from .image_source import image_uri, is_server_path
 from .jina_patches import passthrough
 from .levels import drop_level_vectors
 from .params import param_bool, param_int
-from .reference import stored_features
+from .reference import norm_tags, stored_features
 from .schemas import GalleryDoc, LevelMatchDoc, MatchDoc, QueryDoc, StatsDoc, VectorsDoc
 from .stores import BACKENDS, Match, VectorStore, create_store
 from .thumbnail_files import ThumbnailFiles
 from .thumbnails import THUMBNAIL_TAG, match_tags
 from .topk import candidates, reference_to_skip, top_k
-from .vectors import MODEL_TAG, vector_problem
+from .vectors import MODEL_TAG, norms_problem, vector_problem
 from .workspace_model import forget_model, hold_serving_lock, mismatch, record_model, recorded_model
 
 META_FILE = "mlcl-index.json"
@@ -315,21 +316,24 @@ class MLCLIndexer(Executor):
                 if problem:  # the encoder checks blocks too; a Flow without it (or another width) ends here
                     raise RequestError(f"/index_vectors rejected, nothing was stored: {doc_name(doc.id, i)}: "
                                        f"embeddings {problem} (one row per id; the index holds width {self.dim})")
+                if doc.norms is not None and (problem := norms_problem(doc.norms, doc.ids)):
+                    raise RequestError(f"/index_vectors rejected, nothing was stored: {doc_name(doc.id, i)}: {problem}")
                 blocks.append((doc, np.asarray(doc.embeddings, dtype=np.float32)))
             if blocks and self.store is None:
                 self.dim = int(blocks[0][1].shape[1])
                 self._open_store(self.dim)
             rows = {}
             for doc, vecs in blocks:
-                for doc_id, vec in zip(doc.ids, vecs):
-                    if self._owns(doc_id):
-                        rows[doc_id] = {"id": doc_id, "embedding": vec, "uri": None, "tags": {}}
+                norms = np.asarray(doc.norms, dtype=np.float64).tolist() if doc.norms is not None else [None] * len(vecs)
+                for doc_id, vec, norm in zip(doc.ids, vecs, norms):
+                    if self._owns(doc_id):  # the norm stored as /index stores it: a search by this id works
+                        rows[doc_id] = {"id": doc_id, "embedding": vec, "uri": None, "tags": norm_tags(norm)}
             self._upsert(rows)  # raises (nothing stored) on an empty id or a zero vector
             for doc, _ in blocks:
                 doc.count = sum(1 for doc_id in doc.ids if self._owns(doc_id))
             self._adopt_model(new_model if blocks else None)
         for doc in docs:
-            doc.embeddings = None
+            doc.embeddings = doc.norms = None
         return docs
 
     @requests(on="/update")

@@ -6,7 +6,10 @@ vector `normalize(f_ref)` that the stores keep. So at `/index` and `/update`
 the encoder stores the one number the unit vector lacks, the norm of `f_ref`,
 in the document's tags under `mlcl_feature_norm` (hidden from matches, like
 the thumbnail); `f_ref = norm * unit vector` is then exact up to float32
-rounding.
+rounding. Vectors computed offline (`mlcl encode`) carry their norms in the
+vector folder; `mlcl index --vectors DIR` sends them in the `VectorsDoc`
+blocks' `norms` and `/index_vectors` stores them under the same tag
+(`norm_tags`).
 
 Where the lookup happens (the encoder runs before the indexer in the Flow):
 the gateway (`MLCLGateway`, `reference_lookup.py`) sees a `/search` whose
@@ -23,7 +26,7 @@ shared collection; no process keeps a copy that could go stale.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -31,14 +34,21 @@ import numpy as np
 NORM_TAG = "mlcl_feature_norm"
 
 
+def norm_tags(norm: Optional[float]) -> Dict[str, float]:
+    """The tags that store a gallery image's feature norm (none for None): the one place that writes them, for
+    `/index` (the encoder's answer, `typed_docs.py`) and `/index_vectors` (the block's `norms`, `indexer.py`)."""
+    return {NORM_TAG: float(norm)} if norm is not None else {}
+
+
 def stored_features(unit: np.ndarray, tags: Optional[Mapping[str, Any]], name: str) -> Tuple[Optional[np.ndarray], Optional[str]]:
     """A stored document's reference features (norm x unit vector), or why it has none (a message naming `name`)."""
     norm = (tags or {}).get(NORM_TAG)
     if not isinstance(norm, (int, float)) or not np.isfinite(norm) or norm <= 0:
-        return None, (f"{name} was indexed from a vector without its image's feature norm (mlcl index --vectors, "
-                      "or an embedding sent to /index): search with its image instead")
+        return None, (f"{name} was indexed from a vector without its image's feature norm (`mlcl index --vectors "
+                      "FILE.npy`, a folder from an mlcl encode older than the norms, or an embedding sent to /index): "
+                      "search with its image instead")
     unit = np.asarray(unit, dtype=np.float32)
     return unit * np.float32(norm / np.linalg.norm(unit)), None
 
 
-__all__ = ["NORM_TAG", "stored_features"]
+__all__ = ["NORM_TAG", "norm_tags", "stored_features"]

@@ -110,6 +110,8 @@ class VectorsDoc(BaseDoc):
     ids: List[str] = Field([], description="one id per row of embeddings")
     embeddings: Optional[NdArray] = Field(None, description="(len(ids), dim) float32, from the model named by `model`")
     model: Optional[str] = Field(None, description="the model id of the checkpoint that computed them")
+    norms: Optional[NdArray] = Field(None, description="(len(ids),) the norm of each image's features (what a search "
+                                     "by gallery id needs, `reference.py`); None: the documents are not searchable by id")
     count: int = Field(0, description="answer: how many rows were stored")
     error: Optional[str] = Field(None, description="why the block was not stored; None when it was")
 

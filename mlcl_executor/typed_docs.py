@@ -20,7 +20,7 @@ from .errors import doc_name
 from .image_source import image_uri
 from .levels import level_docs
 from .pipeline import Item
-from .reference import NORM_TAG
+from .reference import norm_tags
 from .schemas import GalleryDoc, QueryDoc
 from .thumbnails import THUMBNAIL_TAG
 from .vectors import MODEL_TAG
@@ -56,9 +56,8 @@ def answer(docs: Sequence[Doc], results: Sequence[Item]) -> None:
             if doc.reference_features is not None:
                 doc.reference_features = None  # read, not echoed
         elif item.thumbnail or item.feature_norm or (item.embedding is not None and item.model):
-            stored = {THUMBNAIL_TAG: item.thumbnail, NORM_TAG: item.feature_norm,
-                      MODEL_TAG: item.model if item.embedding is not None else None}
-            doc.tags = {**(doc.tags or {}), **{k: v for k, v in stored.items() if v}}
+            stored = {THUMBNAIL_TAG: item.thumbnail, MODEL_TAG: item.model if item.embedding is not None else None}
+            doc.tags = {**(doc.tags or {}), **{k: v for k, v in stored.items() if v}, **norm_tags(item.feature_norm or None)}
         if item.levels:
             doc.levels = level_docs(item.levels)
         if doc.image is not None and image_uri(doc.image) is None:

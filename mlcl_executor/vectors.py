@@ -21,6 +21,9 @@ In bulk, one document per vector is slow (docarray (de)serialises each one
 in every process on the way): the `/index_vectors` endpoint takes
 `VectorsDoc` blocks instead (`ids`, an (n, dim) `embeddings` matrix and the
 `model` id), checked the same way by the encoder and upserted by the indexer.
+A block may carry `norms`, each image's feature norm (`mlcl encode` writes
+them): checked by `norms_problem` and stored as `/index` stores them
+(`reference.py`), so its documents can be searched by gallery id.
 
 Files for `mlcl index --vectors` (which sends such blocks): a vector folder
 written by `mlcl encode FOLDER --out DIR` (it names its model id), or a NumPy
@@ -30,7 +33,7 @@ matrix's row order; both described in `mlcl/vector_files.py`.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -62,6 +65,23 @@ def vector_problem(value: Any, width: Optional[int] = None, rows: Optional[int] 
     return None
 
 
+def norms_problem(norms: Any, ids: Sequence[str]) -> Optional[str]:
+    """Why `norms` cannot be the feature norms of the vectors of `ids` (one each, finite, > 0); None when they can.
+
+    The answer follows the block's name in a message and names the first bad row's id."""
+    try:
+        values = np.asarray(norms, dtype=np.float64)
+    except (TypeError, ValueError):
+        return f"norms are not numeric ({type(norms).__name__})"
+    if values.shape != (len(ids),):
+        return f"norms of shape {tuple(values.shape)}, expected ({len(ids)},) (one per id)"
+    bad = np.flatnonzero(~np.isfinite(values) | (values <= 0))
+    if len(bad):
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        return f"norm of id {ids[bad[0]]!r} is {values[bad[0]]}{more}: a feature norm is finite and > 0"
+    return None
+
+
 def bad_rows(matrix: np.ndarray) -> np.ndarray:
     """Positions of the rows of an (n, dim) matrix that are not finite or all zero (one batched pass)."""
     norms = np.linalg.norm(matrix, axis=1)
@@ -75,4 +95,4 @@ def model_problem(model: Optional[str], expected: str) -> Optional[str]:
     return f"this encoder's model is {expected!r} (vectors of another model cannot be mixed in; send the images instead)"
 
 
-__all__ = ["MODEL_TAG", "bad_rows", "checkpoint_id", "load_vector_files", "model_problem", "vector_problem"]
+__all__ = ["MODEL_TAG", "bad_rows", "checkpoint_id", "load_vector_files", "model_problem", "norms_problem", "vector_problem"]

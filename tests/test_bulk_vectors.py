@@ -152,6 +152,43 @@ def test_vector_blocks_are_checked_by_the_encoder_and_stored_by_the_shards(encod
         shards[0].index_vectors(docs=DocList[VectorsDoc]([VectorsDoc(ids=["x"], embeddings=np.ones((1, 7), np.float32), model=mid)]))
 
 
+def test_a_block_with_a_bad_norm_is_refused_naming_it(encoder, tmp_path):
+    from mlcl_executor.errors import RequestError
+    from mlcl_executor.indexer import MLCLIndexer
+    from mlcl_executor.reference import NORM_TAG
+    from mlcl_executor.schemas import VectorsDoc
+
+    dim, mid = encoder.model.embed_dim, encoder.model_id
+    vecs = np.random.default_rng(3).normal(size=(4, dim)).astype(np.float32)
+    ids = ["n0", "n1", "n2", "n3"]
+    good = np.array([2.0, 3.0, 4.0, 5.0], np.float32)
+
+    def block(name, norms):
+        return VectorsDoc(id=name, ids=ids, embeddings=vecs, model=mid, norms=norms)
+
+    checked = encoder.check_vector_blocks(docs=DocList[VectorsDoc]([
+        block("good", good), block("none", None), block("nan", np.array([2, np.nan, 4, 5], np.float32)),
+        block("zero", np.array([2, 3, 0, 0], np.float32)), block("negative", np.array([-1, 3, 4, 5], np.float32)),
+        block("short", good[:3]),
+    ]))
+    assert checked[0].error is None and checked[1].error is None and checked[0].norms is not None
+    assert checked[2].error == "document 'nan': norm of id 'n1' is nan: a feature norm is finite and > 0"
+    assert checked[3].error == "document 'zero': norm of id 'n2' is 0.0 (and 1 more): a feature norm is finite and > 0"
+    assert checked[4].error == "document 'negative': norm of id 'n0' is -1.0: a feature norm is finite and > 0"
+    assert checked[5].error == "document 'short': norms of shape (3,), expected (4,) (one per id)"
+    assert all(d.embeddings is None and d.norms is None for d in checked[2:])
+
+    # an indexer that is sent such a block (a Flow without the encoder's check) stores nothing of the request
+    indexer = MLCLIndexer(metas={"name": "ix", "workspace": str(tmp_path)}, runtime_args={"shard_id": 0, "shards": 1, "name": "ix"})
+    with pytest.raises(RequestError, match="rejected, nothing was stored: document 'nan': norm of id 'n1' is nan"):
+        indexer.index_vectors(docs=DocList[VectorsDoc]([block("good", good), block("nan", np.array([2, np.nan, 4, 5], np.float32))]))
+    assert indexer.store is None or indexer.store.count() == 0
+    answer = indexer.index_vectors(docs=DocList[VectorsDoc]([block("good", good)]))
+    assert answer[0].count == 4 and answer[0].norms is None  # answers carry counts, not arrays
+    assert [hit[1][NORM_TAG] for hit in indexer.store.lookup(ids)] == [2.0, 3.0, 4.0, 5.0]  # the tag /index writes
+    indexer.close()
+
+
 def test_encode_as_gallery_always_recomputes_a_querys_vector(encoder):
     # /encode takes QueryDocs: a vector left from an earlier call is not a "vector in bulk" (and has no model tag)
     dim = encoder.model.embed_dim

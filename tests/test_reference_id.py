@@ -36,9 +36,9 @@ def encoder(make_encoder):
     return make_encoder(batch_size=8, thumbnail_size=0)
 
 
-def make_indexer(path, backend: str = "memory", shard_id: int = 0, shards: int = 1) -> MLCLIndexer:
+def make_indexer(path, backend: str = "memory", shard_id: int = 0, shards: int = 1, **options: Any) -> MLCLIndexer:
     return MLCLIndexer(backend=backend, metas={"name": "indexer", "workspace": str(path)},
-                       runtime_args={"shard_id": shard_id, "shards": shards, "name": "indexer"})
+                       runtime_args={"shard_id": shard_id, "shards": shards, "name": "indexer"}, **options)
 
 
 def gallery_docs(shapes) -> DocList[GalleryDoc]:
@@ -133,12 +133,18 @@ def test_a_search_by_gallery_id_equals_a_search_with_the_original_image(encoder,
     encoded = run_endpoint(encoder.encode_gallery(gallery_docs(shapes))).to_protobuf()
     for ix in indexers:  # every shard is sent everything and keeps what it owns, as in a Flow
         ix.index(DocList[GalleryDoc].from_protobuf(encoded))
-    flow = InProcessFlow(encoder, indexers)
-    refs = [shapes.gallery[0], shapes.gallery[7], shapes.gallery[20]]
-    by_image = [QueryDoc(id=f"img-{r}", image=shapes.image_path(r).read_bytes(), text="add a red circle", reference_id=r)
-                for r in refs] + [QueryDoc(id="img-alone", image=shapes.image_path(refs[1]).read_bytes(), reference_id=refs[1])]
-    by_id = [QueryDoc(id=f"id-{r}", text="add a red circle", reference_id=r) for r in refs] + [
-        QueryDoc(id="id-alone", reference_id=refs[1])]
+    assert_by_id_equals_by_image(shapes, InProcessFlow(encoder, indexers), [shapes.gallery[i] for i in (0, 7, 20)],
+                                 "add a red circle")
+    for ix in indexers:
+        ix.close()
+
+
+def assert_by_id_equals_by_image(shapes, flow: InProcessFlow, refs: List[str], text: str) -> None:
+    """Queries by each reference's image and by its gallery id (with `text`, and the first alone) get the same top 10,
+    from query vectors at cosine >= 0.9999."""
+    by_image = [QueryDoc(id=f"img-{r}", image=shapes.image_path(r).read_bytes(), text=text, reference_id=r)
+                for r in refs] + [QueryDoc(id="img-alone", image=shapes.image_path(refs[0]).read_bytes(), reference_id=refs[0])]
+    by_id = [QueryDoc(id=f"id-{r}", text=text, reference_id=r) for r in refs] + [QueryDoc(id="id-alone", reference_id=refs[0])]
     with_image = answer_docs(post(flow, by_image, limit=10))
     sent = len(flow.sent)
     with_id = answer_docs(post(flow, by_id, limit=10))
@@ -148,8 +154,48 @@ def test_a_search_by_gallery_id_equals_a_search_with_the_original_image(encoder,
         assert [m.id for m in b.matches] == [m.id for m in a.matches] and len(a.matches) == 10
         assert cosine(flow.query_vectors[a.id], flow.query_vectors[b.id]) >= 0.9999
         assert b.reference_id not in [m.id for m in b.matches]  # still left out of its own results
+        assert all(NORM_TAG not in m.tags for m in b.matches)  # stored, not shown
+
+
+def bulk_loaded(shapes, tmp_path, indexers: List[MLCLIndexer], encoder, block_size: int = 10) -> None:
+    """The gallery through the bulk path: `mlcl encode`'s work into a vector folder, then the blocks `mlcl index
+    --vectors DIR` sends, checked by the encoder and stored by every shard (as in a Flow)."""
+    import argparse
+
+    from helpers import tiny_checkpoint
+    from mlcl.bulk_encode import EncodeOptions, encode_items
+    from mlcl_cli.commands.index import _vector_blocks, vectors_doc
+    from mlcl_executor.schemas import VectorsDoc
+
+    out = tmp_path / "vecs"
+    items = [(name, shapes.image_path(name)) for name in shapes.gallery]
+    encode_items(items, out, EncodeOptions(checkpoint=tiny_checkpoint(), device="cpu", batch_size=7, workers=0, part_size=16))
+    args = argparse.Namespace(paths=[], vectors=out, ids=None, model_id=None, checkpoint=None, id_prefix="")
+    model_id, total, blocks = _vector_blocks(args, block_size)
+    docs = DocList[VectorsDoc]([vectors_doc(model_id, *block) for block in blocks])
+    assert total == len(shapes.gallery) and all(d.norms is not None for d in docs)
+    checked = encoder.check_vector_blocks(docs).to_protobuf()
     for ix in indexers:
-        ix.close()
+        answer = ix.index_vectors(DocList[VectorsDoc].from_protobuf(checked))
+        assert all(d.error is None for d in answer)
+
+
+@pytest.mark.parametrize("backend,shards", [("memory", 1), ("hnsw", 1), ("memory", 2),
+                                            pytest.param("milvus", 1, marks=pytest.mark.slow)])
+def test_a_search_by_the_id_of_a_bulk_loaded_vector_equals_a_search_with_the_original_image(encoder, shapes, tmp_path,
+                                                                                           backend, shards):
+    options = {}
+    if backend == "milvus":
+        pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
+        options = {"milvus": {"uri": str(tmp_path / "gallery.db"), "index_type": "FLAT"}}
+    indexers = [make_indexer(tmp_path / str(s), backend, s, shards, **options) for s in range(shards)]
+    try:
+        bulk_loaded(shapes, tmp_path, indexers, encoder)
+        assert_by_id_equals_by_image(shapes, InProcessFlow(encoder, indexers), [shapes.gallery[i] for i in (1, 12, 22)],
+                                     "make it green")
+    finally:
+        for ix in indexers:
+            ix.close()
 
 
 def test_an_id_not_in_the_gallery_is_a_client_error_that_names_it(encoder, shapes, tmp_path):

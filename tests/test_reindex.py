@@ -85,7 +85,10 @@ def test_reindex_re_encodes_from_the_stored_paths_and_keeps_ids_and_tags(tmp_pat
         assert query.scores[0] == pytest.approx(1.0, abs=1e-5)
     stored = {m.id: m.tags for m in indexer.store.documents()}
     assert stored["shop/img3.png"]["colour"] == 3
-    assert NORM_TAG not in stored["shop/img3.png"]  # the old model's norm would fuse the new vector wrongly
+    # the new model's feature norm, not the old one's (which would fuse the new vector wrongly in a search by id)
+    new_norms = {f"shop/{p.name}": d.tags[NORM_TAG] for p, d in zip(files, served)}
+    assert all(stored[i][NORM_TAG] == pytest.approx(n, rel=1e-5) for i, n in new_norms.items())
+    assert stored["shop/img3.png"][NORM_TAG] != 3.0
     # thumbnails live in the workspace's files (not the store's tags) and come with the swap
     thumb = indexer.thumbnail_lookup(DocList[GalleryDoc]([GalleryDoc(id="shop/img3.png")]))[0]
     assert thumb.error is None and thumb.tags["thumbnail"] == "data:thumb3"

@@ -5,7 +5,8 @@
     mlcl index --vectors ~/photos.vectors                     # then into a running Flow of the same model
 
 Writes the folder's vectors, their ids (the ids `mlcl index FOLDER` gives the same
-files) and the model id to DIR, part by part (`mlcl/vector_files.py`). Run it again
+files), each image's feature norm (so that a search by gallery id works for them
+once loaded) and the model id to DIR, part by part (`mlcl/vector_files.py`). Run it again
 to resume: the ids already in DIR are skipped. Images are decoded in DataLoader
 worker processes (`--workers`, default: the cores the model leaves free) as the
 served encoder decodes them. The work is `mlcl.bulk_encode`.

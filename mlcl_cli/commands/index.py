@@ -29,7 +29,8 @@ the paths stored at indexing, into a fresh index, and swaps it in
 (`mlcl_cli/reindex.py`); it needs no Flow.
 
 `--vectors DIR` sends the vector folder `mlcl encode` wrote (its ids are the
-ids `mlcl index FOLDER` gives, its model id is in the folder);
+ids `mlcl index FOLDER` gives, its model id is in the folder, and each
+vector's feature norm, so that its documents can be searched by gallery id);
 `--vectors FILE.npy --ids FILE.txt` sends an (n, dim) float matrix and n ids,
 one per line (`mlcl/vector_files.py`), tagged with the model id of
 `--checkpoint` (default: the bundled model) or `--model-id`. Either goes to
@@ -226,7 +227,7 @@ def _connect(args: argparse.Namespace):  # noqa: ANN202 - a jina Client, or None
 
 
 def _vector_blocks(args: argparse.Namespace, size: int):  # noqa: ANN202
-    """(model id, number of vectors, iterator of (ids, matrix) blocks of at most `size`) for --vectors."""
+    """(model id, number of vectors, iterator of (ids, matrix, norms or None) blocks of at most `size`) for --vectors."""
     from mlcl.paths import DEFAULT_CHECKPOINT
     from mlcl.model_id import checkpoint_id
     from mlcl.vector_files import VectorDir, load_vector_files
@@ -241,22 +242,34 @@ def _vector_blocks(args: argparse.Namespace, size: int):  # noqa: ANN202
         if named and named != folder.model_id:
             raise ValueError(f"{args.vectors} holds vectors of model {folder.model_id}, not {named}")
         ids = folder.ids()
-        blocks = (([args.id_prefix + i for i in part_ids[lo : lo + size]], matrix[lo : lo + size])
-                  for part_ids, matrix in folder.parts() for lo in range(0, len(part_ids), size))
+        blocks = (([args.id_prefix + i for i in part_ids[lo : lo + size]], matrix[lo : lo + size],
+                   None if norms is None else norms[lo : lo + size])
+                  for part_ids, matrix, norms in folder.parts() for lo in range(0, len(part_ids), size))
         return folder.model_id, len(ids), blocks
     if args.vectors is None or args.ids is None:
         raise ValueError("--vectors FILE.npy needs --ids FILE.txt (or give --vectors a folder from mlcl encode)")
     matrix, ids = load_vector_files(args.vectors, args.ids)
     model_id = args.model_id or checkpoint_id(args.checkpoint or DEFAULT_CHECKPOINT)
     ids = [args.id_prefix + i for i in ids]
-    return model_id, len(ids), ((ids[lo : lo + size], matrix[lo : lo + size]) for lo in range(0, len(ids), size))
+    return model_id, len(ids), ((ids[lo : lo + size], matrix[lo : lo + size], None) for lo in range(0, len(ids), size))
+
+
+def vectors_doc(model_id: str, ids: list[str], matrix, norms=None):  # noqa: ANN001, ANN201 - arrays, a VectorsDoc
+    """One `/index_vectors` block: ids, their vectors and, when known, their feature norms (a search by id needs them).
+
+    One document per block: per-vector documents cost ~0.1 ms each to (de)serialise."""
+    import numpy as np
+
+    from mlcl_executor.schemas import VectorsDoc
+
+    return VectorsDoc(ids=list(ids), embeddings=np.asarray(matrix, dtype=np.float32), model=model_id,
+                      norms=None if norms is None else np.asarray(norms, dtype=np.float32))
 
 
 def run_vectors(args: argparse.Namespace) -> int:
     """`--vectors DIR` or `--vectors FILE.npy --ids FILE.txt`: precomputed gallery vectors, tagged with the model id."""
     import time
 
-    import numpy as np
     from docarray import DocList
     from tqdm import tqdm
 
@@ -273,14 +286,14 @@ def run_vectors(args: argparse.Namespace) -> int:
     if client is None:
         return 1
     errors: list[str] = []
-    sent = stored = 0
+    sent = stored = without_norms = 0
     start = time.perf_counter()
     try:
         before = index_count(client)
         with tqdm(total=total, unit="vec", desc="indexing vectors", disable=args.no_progress) as bar:
-            for block_ids, block in blocks:
-                # one document per block: ids + a matrix (per-vector documents cost ~0.1 ms each to (de)serialise)
-                doc = VectorsDoc(ids=list(block_ids), embeddings=np.asarray(block, dtype=np.float32), model=model_id)
+            for block_ids, block, norms in blocks:
+                doc = vectors_doc(model_id, block_ids, block, norms)
+                without_norms += len(block_ids) if norms is None else 0
                 answer = client.post("/index_vectors", DocList[VectorsDoc]([doc]), return_type=DocList[VectorsDoc])
                 errors += [d.error for d in answer if d.error]
                 stored += sum(d.count for d in answer)
@@ -302,6 +315,10 @@ def run_vectors(args: argparse.Namespace) -> int:
         print(f"mlcl index: {error}", file=sys.stderr)
     if len(errors) > 20:
         print(f"mlcl index: ... and {len(errors) - 20} more errors", file=sys.stderr)
+    if without_norms and args.vectors.is_dir():  # a .npy never has them: saying so each time would be noise
+        print(f"mlcl index: {without_norms} vectors of {args.vectors} have no feature norm (an older mlcl encode "
+              "wrote them): their documents cannot be searched by gallery id; `mlcl encode` into a new folder writes "
+              "the norms", file=sys.stderr)
     print(stored_line(stored, total, "vectors", before, count, elapsed, f"{sent / max(elapsed, 1e-9):,.0f} vectors/s"))
     return 1 if errors else 0
 
