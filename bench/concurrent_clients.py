@@ -102,8 +102,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def data_uri(data: bytes, media: str = "image/png") -> str:
+    return f"data:{media};base64," + base64.b64encode(data).decode("ascii")
 
 
 # ------------------------------------------------------------------ bare pipeline (subprocess)
@@ -195,10 +195,10 @@ def http_json(url: str, payload: Dict[str, Any], timeout: float = 120.0) -> Dict
         return json.loads(r.read())
 
 
-def index_gallery(served: Served, images: List[Tuple[str, bytes]], batch: int = 64) -> float:
+def index_gallery(served: Served, images: List[Tuple[str, bytes]], batch: int = 64, media: str = "image/png") -> float:
     t0 = time.perf_counter()
     for s in range(0, len(images), batch):
-        docs = [{"id": i, "image": data_uri(b)} for i, b in images[s : s + batch]]
+        docs = [{"id": i, "image": data_uri(b, media)} for i, b in images[s : s + batch]]
         answer = http_json(served.http + "/index", {"data": docs})
         bad = [d.get("error") for d in answer["data"] if d.get("error")]
         if bad:

@@ -12,7 +12,7 @@ this needs of jina's internals is in `jina_patches/gateway.py` and
 (the gateway process should not pay for them).
 """
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from jina.serve.runtimes.gateway.http import HTTPGateway
 
@@ -22,7 +22,7 @@ from .jina_patches.grpc_guard import guarded_grpc_server
 from .reference_lookup import ReferenceResolver
 from .request_batching import RequestBatcher, batching_options
 from .thumbnails import THUMBNAIL_TAG
-from .ui.routes import add_api_docs, add_favicon, add_ui_routes
+from .ui.routes import THUMBNAILS_ROUTE, add_api_docs, add_favicon, add_ui_routes
 from .ui.routes import ui_settings as check_ui_settings
 from .write_token import AUTHORIZATION, OPEN_ENDPOINTS, WriteGuard, configured_token
 
@@ -33,6 +33,8 @@ DESCRIPTION = ("Composed image retrieval (a reference image plus a text modifier
 CORS_METHODS = ["GET", "POST"]
 CORS_HEADERS = ["Content-Type", "Authorization"]
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
+#: Page routes that read by POST (a body holds more ids than a URL): open like the GETs.
+READ_ROUTES = (THUMBNAILS_ROUTE,)
 
 
 class MLCLHTTPGateway(HTTPGateway):
@@ -59,7 +61,7 @@ class MLCLHTTPGateway(HTTPGateway):
         add_api_docs(app)
         add_favicon(app)
         if self.ui_settings is not None:
-            add_ui_routes(app, self.ui_settings, self.thumbnail_of)
+            add_ui_routes(app, self.ui_settings, self.thumbnails_of)
         if self.guard.enabled:
             install_write_guard(app, self.guard)
         if self.cors_origins:
@@ -70,17 +72,19 @@ class MLCLHTTPGateway(HTTPGateway):
         return app
 
 
-    async def thumbnail_of(self, doc_id: str) -> Optional[str]:
-        """A gallery id's stored thumbnail, as the Flow's index answers `/thumbnails` (None: it has none)."""
+    async def thumbnails_of(self, ids: List[str]) -> Dict[str, Optional[str]]:
+        """Gallery ids' stored thumbnails in one request to the index's `/thumbnails` (with shards the merger
+        keeps each id's answer from the shard that owns it); an id without one is left out."""
         from docarray import DocList
 
         from .schemas import GalleryDoc
 
-        async for docs, error in self.streamer.stream(docs=DocList[GalleryDoc]([GalleryDoc(id=doc_id)]),
+        found: Dict[str, Optional[str]] = {}
+        async for docs, error in self.streamer.stream(docs=DocList[GalleryDoc]([GalleryDoc(id=i) for i in ids]),
                                                       exec_endpoint="/thumbnails", return_type=DocList[GalleryDoc]):
-            if error is None and len(docs) and not docs[0].error:
-                return docs[0].tags.get(THUMBNAIL_TAG)
-        return None
+            if error is None:
+                found.update((doc.id, doc.tags.get(THUMBNAIL_TAG)) for doc in docs if not doc.error)
+        return found
 
 
 def install_write_guard(app: Any, guard: WriteGuard) -> None:
@@ -89,9 +93,10 @@ def install_write_guard(app: Any, guard: WriteGuard) -> None:
 
     @app.middleware("http")
     async def write_guard(request: Any, call_next: Any) -> Any:
-        if (request.method not in READ_METHODS and guard.needs_token(request.url.path)
+        path = request.url.path
+        if (request.method not in READ_METHODS and path not in READ_ROUTES and guard.needs_token(path)
                 and not guard.allows(request.headers.get(AUTHORIZATION))):
-            return JSONResponse(status_code=401, content={"detail": guard.refusal(request.url.path)},
+            return JSONResponse(status_code=401, content={"detail": guard.refusal(path)},
                                 headers={"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 

@@ -135,3 +135,26 @@ def subprocess_env() -> Dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def asgi_request(app: Any, method: str, path: str, headers: Optional[Dict[str, str]] = None, body: bytes = b"",
+                 query: bytes = b"") -> tuple:
+    """(status, headers with lower-case names, body) of one request through an ASGI app, in process (no server)."""
+    import asyncio
+
+    messages = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {"type": "http", "http_version": "1.1", "method": method, "scheme": "http", "path": path,
+             "raw_path": path.encode(), "query_string": query, "root_path": "",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+             "server": ("test", 80), "client": ("test", 1)}
+    asyncio.run(app(scope, receive, send))
+    start = messages[0]
+    return (start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]},
+            b"".join(m.get("body", b"") for m in messages[1:]))

@@ -123,3 +123,17 @@ def test_thumbnail_memory_quick_keeps_thumbnails_out_of_the_indexers_memory(tmp_
     # in the tags a thumbnail costs about its size in RSS; as a file, far less than that
     assert rows["tags"]["rss_per_doc_bytes"] - rows["files"]["rss_per_doc_bytes"] > thumb / 2
 
+
+
+@pytest.mark.slow  # `mlcl serve` in a subprocess
+@pytest.mark.timeout(240)
+def test_page_thumbnails_quick_loads_every_view_in_one_batched_request(tmp_path, capsys):
+    from bench import page_thumbnails
+
+    page_thumbnails.main(["--quick", "--users", "1", "4", "--ids", "20", "--out-dir", str(tmp_path)])
+    data = json.loads((tmp_path / "page_thumbnails.quick.json").read_text())
+    rows = {(r["mode"], r["users"]): r for r in data["results"]}
+    assert set(rows) == {(m, u) for m in ("per-id", "batched") for u in (1, 4)}
+    assert all(r["incomplete_views"] == 0 and r["views"] > 0 for r in rows.values()), rows  # every thumbnail came
+    assert rows["per-id", 4]["flow_requests_per_view"] == 20 and rows["batched", 4]["flow_requests_per_view"] == 1
+    assert "| mode | page views at once |" in capsys.readouterr().out

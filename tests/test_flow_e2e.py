@@ -6,6 +6,10 @@ run in file order and share its index; each one states the counts it needs.
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.parse
+import urllib.request
+
 import numpy as np
 import pytest
 from docarray import DocList
@@ -116,9 +120,6 @@ def test_a_search_by_an_id_not_in_the_gallery_is_a_400_that_names_it(served):
 
 def test_the_page_gets_thumbnails_by_gallery_id_from_the_index(served, shapes):
     import io
-    import urllib.error
-    import urllib.parse
-    import urllib.request
 
     from PIL import Image
 
@@ -131,6 +132,35 @@ def test_the_page_gets_thumbnails_by_gallery_id_from_the_index(served, shapes):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(served["http_url"] + "/ui/thumbnail?id=no-such-image", timeout=30)
     assert err.value.code == 404
+
+
+def test_the_page_gets_a_views_thumbnails_in_one_request(served, shapes):
+    """POST /ui/thumbnails: one request through the Flow for many ids; only images a browser shows come back."""
+    import base64
+
+    from mlcl_executor.ui.routes import thumbnail_image
+
+    client = served["client"]
+    dim = count_stats(client).dim
+    # a stored thumbnail that is markup (a client may write one straight to the index): never answered
+    svg = "data:image/svg+xml;base64," + base64.b64encode(b"<svg onload='alert(1)'/>").decode()
+    marked = GalleryDoc(id="markup", embedding=np.full(dim, dim ** -0.5, dtype=np.float32), tags={"thumbnail": svg})
+    client.post("/index", DocList[GalleryDoc]([marked]), target_executor="indexer", return_type=DocList[GalleryDoc])
+    try:
+        names = shapes.gallery[:40]
+        answer = http_post(served["http_url"], "/ui/thumbnails", {"ids": names + ["markup", "no-such-image", names[0]]})
+        assert sorted(answer) == sorted(names)  # the markup and the unknown id left out, each id once
+        for name in names[:3]:
+            data, media = thumbnail_image(answer[name])
+            assert media == "image/png" and data.startswith(b"\x89PNG")
+            with urllib.request.urlopen(served["http_url"] + "/ui/thumbnail?id=" + urllib.parse.quote(name, safe=""),
+                                        timeout=30) as r:
+                assert r.read() == data  # the same image as the one-id route
+        assert http_post(served["http_url"], "/ui/thumbnails", {"ids": ["markup", "no-such-image"]}) == {}
+        with pytest.raises(RuntimeError, match=r"HTTP 400: .*at most 400 ids per request"):
+            http_post(served["http_url"], "/ui/thumbnails", {"ids": [f"g{i}" for i in range(401)]})
+    finally:
+        client.post("/delete", DocList[GalleryDoc]([GalleryDoc(id="markup")]), return_type=DocList[GalleryDoc])
 
 
 def test_grpc_update_and_delete(served, shapes):

@@ -53,6 +53,9 @@ def test_sharded_flow_end_to_end_with_the_encoder(served):
     for name in images:
         with urllib.request.urlopen(f"{served['http_url']}/ui/thumbnail?id={name}", timeout=30) as r:
             assert r.status == 200 and r.headers["Content-Type"] == "image/png"
+    # ... and a page view's batch, one request polled to both shards, merges every shard's ids into one answer
+    batch = http_post(served["http_url"], "/ui/thumbnails", {"ids": list(images) + ["ghost"]})
+    assert sorted(batch) == sorted(images) and all(uri.startswith("data:image/png;base64,") for uri in batch.values())
 
 
 def test_sharded_top_k_equals_one_indexer(served, tmp_path):

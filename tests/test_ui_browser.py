@@ -111,6 +111,21 @@ def searches(driver) -> int:
     return int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-searches") or 0)
 
 
+def thumbnail_requests(driver) -> list[str]:
+    """The URLs of the thumbnail requests the page made since the last clear (the browser's own resource timing)."""
+    return driver.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)"
+                                 ".filter((n) => n.includes('/ui/thumbnail'))")
+
+
+def shown_thumbnails(driver, selector: str) -> dict[str, str | None]:
+    """{card id: its image's src, or None when it says "no thumbnail"} once no card of `selector` is still loading."""
+    loading = ", ".join(f"{one.strip()} .no-thumb.loading" for one in selector.split(","))
+    wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, loading), "thumbnails loaded")
+    return dict(driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map((c) => "
+        "[c.dataset.id, c.querySelector('img') ? c.querySelector('img').src : null])", selector))
+
+
 def search_and_wait(driver) -> list[str]:
     """Click Search, wait until that search has finished (results or a message); the grid's ids."""
     done = searches(driver)
@@ -227,12 +242,17 @@ def test_search_page_in_chromium(tmp_path, browser):
         assert browser.find_element(By.ID, "status").text == f"{len(ds.gallery)} gallery images"
         examples = cards(browser, "#examples .card")
         assert len(examples) == 12 and set(examples) <= set(ds.gallery)
+        # the strip's thumbnails: one request for its 12 cards, the Flow's data URIs shown as they came
+        strip = shown_thumbnails(browser, "#examples .card")
+        assert strip == http_post(base, "/ui/thumbnails", {"ids": examples})
+        assert thumbnail_requests(browser) == [base + "/ui/thumbnails"]
         assert len(browser.find_elements(By.CSS_SELECTOR, "#suggestions button")) >= 3
 
         # 1. upload a reference, type the modification, get the grid.
         browser.find_element(By.ID, "file-input").send_keys(str(ref_file))
         wait_for(browser, lambda d: d.find_element(By.ID, "reference-label").text == "reference.png", "uploaded reference")
         browser.find_element(By.ID, "caption").send_keys(query["caption"])
+        browser.execute_script("performance.clearResourceTimings()")
         fused = search_and_wait(browser)
         assert not message(browser), message(browser)
         assert len(fused) == 10
@@ -240,11 +260,13 @@ def test_search_page_in_chromium(tmp_path, browser):
         assert any(ds.scene_key(i) == target for i in fused), (query, fused)
         first = browser.find_element(By.CSS_SELECTOR, "#results .card")
         assert first.find_element(By.CSS_SELECTOR, ".rank").text == "#1"
-        # its thumbnail comes from the Flow by gallery id (the index's workspace), and shows
+        # the thumbnails of all its cards (fused and per level) come from the Flow by gallery id in ONE request
+        thumbs = shown_thumbnails(browser, "#results .card, #levels-rows .card")
+        assert thumbnail_requests(browser) == [base + "/ui/thumbnails"]  # not one per card
+        assert thumbs == http_post(base, "/ui/thumbnails", {"ids": list(thumbs)}) and len(thumbs) > len(fused)
         img = first.find_element(By.CSS_SELECTOR, "img")
-        assert img.get_attribute("src") == f"{base}/ui/thumbnail?id={fused[0]}"
-        wait_for(browser, lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0,
-                 "thumbnail loaded")
+        assert img.get_attribute("src") == thumbs[fused[0]] and thumbs[fused[0]].startswith("data:image/png;base64,")
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
         scores = [float(e.text) for e in browser.find_elements(By.CSS_SELECTOR, "#results .card .score")]
         assert scores == sorted(scores, reverse=True) and -1 <= scores[-1] <= scores[0] <= 1
 
@@ -264,6 +286,7 @@ def test_search_page_in_chromium(tmp_path, browser):
         pick = fused[1]
         browser.find_element(By.CSS_SELECTOR, f'#results .card[data-id="{pick}"]').click()
         wait_for(browser, lambda d: d.find_element(By.ID, "reference-id").get_attribute("data-id") == pick, "result as reference")
+        assert browser.find_element(By.ID, "reference-img").get_attribute("src") == thumbs[pick]  # its thumbnail, shown
         assert browser.find_element(By.ID, "caption").get_attribute("value") == ""
         chip = browser.find_element(By.CSS_SELECTOR, "#suggestions button")
         chip.click()
@@ -308,9 +331,14 @@ def test_search_page_in_chromium(tmp_path, browser):
         api_ids = [m["id"] for m in api["matches"]]
         assert narrowed == api_ids[:5] and narrowed and all(category[i] == "odd" for i in narrowed)
         done = searches(browser)
+        shown_thumbnails(browser, "#results .card, #levels-rows .card")
+        browser.execute_script("performance.clearResourceTimings()")
         browser.find_element(By.ID, "more-button").click()
         wait_for(browser, lambda d: searches(d) > done, "more results")
         assert cards(browser, "#results .card") == api_ids[:10]
+        more_thumbs = shown_thumbnails(browser, "#results .card")
+        assert thumbnail_requests(browser) == [base + "/ui/thumbnails"]  # the new cards only, in one request
+        assert all(more_thumbs[i] for i in api_ids[:10])
         ranks = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .card .rank")]
         assert ranks == [f"#{r}" for r in range(1, 11)]
         done = searches(browser)

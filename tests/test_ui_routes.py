@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import json
 import re
 
 import pytest
 
+from helpers import asgi_request
 from mlcl_executor.ui.routes import STATIC_DIR, add_ui_routes, ui_settings
 
 
-def get(app, path: str, query: bytes = b""):
-    """(status, headers, body) of a GET through the ASGI app (no server, no HTTP client needed)."""
-    messages = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        messages.append(message)
-
-    scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
-             "raw_path": path.encode(), "query_string": query, "root_path": "", "headers": [],
-             "server": ("test", 80), "client": ("test", 1)}
-    asyncio.run(app(scope, receive, send))
-    start = messages[0]
-    headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    return start["status"], headers, b"".join(m.get("body", b"") for m in messages[1:])
+def get(app, path: str, query: bytes = b"", method: str = "GET", body: bytes = b""):
+    """(status, headers, body) of a request through the ASGI app (no server, no HTTP client needed)."""
+    return asgi_request(app, method, path, body=body, query=query)
 
 
 @pytest.fixture(scope="module")
@@ -75,21 +62,61 @@ def test_the_script_never_writes_html():
     assert "http://" not in script and "https://" not in script
 
 
-def test_the_thumbnail_route_serves_an_image_by_gallery_id_and_nothing_else():
-    import base64
+STORED = {"tops/a.png": "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8jpeg").decode(),
+          "b": "data:image/png;base64," + base64.b64encode(b"\x89PNG").decode(),
+          "svg": "data:image/svg+xml;base64," + base64.b64encode(b"<svg/>").decode(), "text": "not a data uri",
+          "broken": "data:image/png;base64,abc"}  # stored thumbnails: two images, and three a browser must not get
 
+
+@pytest.fixture()
+def thumbnail_app():
+    """The page's routes over a fake index (STORED); `asked` lists each request the gateway sent it."""
     from fastapi import FastAPI
 
-    stored = {"tops/a.png": "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8jpeg").decode(),
-              "svg": "data:image/svg+xml;base64," + base64.b64encode(b"<svg/>").decode(), "text": "not a data uri"}
+    asked = []
 
-    async def thumbnail_of(doc_id):
-        return stored.get(doc_id)
+    async def thumbnails_of(ids):
+        asked.append(list(ids))
+        return {i: STORED[i] for i in ids if i in STORED}
 
-    app = add_ui_routes(FastAPI(), ui_settings(), thumbnail_of)
+    app = add_ui_routes(FastAPI(), ui_settings({"thumbnails_per_request": 5}), thumbnails_of)
+    return app, asked
+
+
+def post_ids(app, payload) -> tuple:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    status, headers, answer = get(app, "/ui/thumbnails", method="POST", body=body)
+    return status, headers, json.loads(answer)
+
+
+def test_the_thumbnail_route_serves_an_image_by_gallery_id_and_nothing_else(thumbnail_app):
+    app, asked = thumbnail_app
     status, headers, body = get(app, "/ui/thumbnail", b"id=tops%2Fa.png")
     assert status == 200 and headers["content-type"] == "image/jpeg" and body == b"\xff\xd8jpeg"
     assert headers["x-content-type-options"] == "nosniff"
-    for query in (b"id=svg", b"id=text", b"id=missing", b""):  # only image formats a browser shows, never markup
+    for query in (b"id=svg", b"id=text", b"id=broken", b"id=missing", b""):  # only images a browser shows, never markup
         status, _, body = get(app, "/ui/thumbnail", query)
         assert status == 404, query
+    assert asked == [["tops/a.png"], ["svg"], ["text"], ["broken"], ["missing"]]  # no id: not asked at all
+
+
+def test_a_page_views_thumbnails_come_in_one_request_with_images_only(thumbnail_app):
+    app, asked = thumbnail_app
+    status, headers, answer = post_ids(app, {"ids": ["tops/a.png", "svg", "b", "missing", "tops/a.png"]})
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert answer == {"tops/a.png": STORED["tops/a.png"], "b": STORED["b"]}  # no SVG, no text, nothing missing
+    assert asked == [["tops/a.png", "svg", "b", "missing"]]  # one request to the index, each id once
+    assert post_ids(app, {"ids": ["text", "broken", ""]})[2] == {} and post_ids(app, {"ids": []})[2] == {}
+    assert asked[1:] == [["text", "broken"]]
+
+
+def test_the_batched_thumbnail_route_refuses_a_bad_body_or_too_many_ids(thumbnail_app):
+    app, asked = thumbnail_app
+    status, _, answer = post_ids(app, {"ids": [f"g{i}" for i in range(6)]})
+    assert status == 400 and "at most 5 ids per request" in answer["detail"] and "got 6" in answer["detail"]
+    for bad in ({"id": "b"}, {"ids": "b"}, {"ids": ["b", 3]}, ["b"], b"ids=b", b""):
+        status, _, answer = post_ids(app, bad)
+        assert status == 400 and '{"ids": [gallery ids' in answer["detail"], bad
+    assert asked == []  # nothing reached the Flow
+    with pytest.raises(ValueError, match="ui_settings.thumbnails_per_request must be >= 1"):
+        ui_settings({"thumbnails_per_request": 0})

@@ -3,7 +3,6 @@ listens where, and no server path in answers (a real Flow for the end-to-end par
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -11,7 +10,7 @@ import urllib.request
 import pytest
 from docarray import DocList
 
-from helpers import REPO_ROOT, default_checkpoint_or_tiny, png_bytes, running_flow
+from helpers import REPO_ROOT, asgi_request, default_checkpoint_or_tiny, png_bytes, running_flow
 from mlcl_executor.write_token import TOKEN_ENV, TokenError, WriteGuard, configured_token
 
 TOKEN = "s3cret-token-for-tests"
@@ -54,21 +53,7 @@ def test_the_token_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
 
 def call(app, method: str, path: str, headers: dict = None, body: bytes = b""):
     """(status, headers, body) of one request through an ASGI app, in process."""
-    messages = []
-
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message):
-        messages.append(message)
-
-    scope = {"type": "http", "http_version": "1.1", "method": method, "scheme": "http", "path": path,
-             "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
-             "server": ("test", 80), "client": ("test", 1)}
-    asyncio.run(app(scope, receive, send))
-    start = messages[0]
-    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, b"".join(m.get("body", b"") for m in messages[1:])
+    return asgi_request(app, method, path, headers, body)
 
 
 def test_http_writes_without_the_token_are_401_and_reads_stay_open():
@@ -93,6 +78,11 @@ def test_http_writes_without_the_token_are_401_and_reads_stay_open():
     async def page():
         return {"page": True}
 
+    @app.post("/ui/thumbnails")  # the page's batched thumbnails: a POST that reads
+    async def thumbnails():
+        served.append("/ui/thumbnails")
+        return {}
+
     install_write_guard(app, WriteGuard(TOKEN))
     status, headers, body = call(app, "POST", "/index")
     assert status == 401 and headers["www-authenticate"] == "Bearer" and TOKEN not in body.decode()
@@ -101,7 +91,8 @@ def test_http_writes_without_the_token_are_401_and_reads_stay_open():
     assert served == []  # nothing reached the endpoint
     assert call(app, "POST", "/index", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
     assert call(app, "POST", "/search")[0] == 200 and call(app, "GET", "/ui/")[0] == 200
-    assert served == ["/index", "/search"]
+    assert call(app, "POST", "/ui/thumbnails")[0] == 200
+    assert served == ["/index", "/search", "/ui/thumbnails"]
 
 
 # ------------------------------------------------------------------ a real Flow
@@ -189,6 +180,8 @@ def test_only_the_token_writes_over_http_and_grpc_and_nothing_else_is_exposed(gu
     assert matches[0]["tags"] == {"colour": "red"}
     res = plain.post("/search", DocList[QueryDoc]([QueryDoc(text="red")]), return_type=DocList[QueryDoc])
     assert len(res[0].matches) == 2
+    status, thumbnails = post(url + "/ui/thumbnails", {"ids": ["red", "green", "blue"]})  # the page's batch: a read
+    assert status == 200 and sorted(thumbnails) == ["green", "red"]
     # CORS: a foreign origin gets no grant; the configured one gets one, never with credentials
     foreign = preflight(url + "/search", "http://evil.example")
     assert "access-control-allow-origin" not in foreign and "access-control-allow-credentials" not in foreign

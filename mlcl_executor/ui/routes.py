@@ -4,6 +4,7 @@
     GET /ui/static/NAME   its scripts and style sheet (a fixed list of packaged files)
     GET /ui/config.json   the page's settings (settings.yml, overridable from the Flow YAML)
     GET /ui/thumbnail?id=ID  a gallery image's thumbnail (the index's `/thumbnails`, through the Flow)
+    POST /ui/thumbnails   {"ids": [...]} -> {id: data URI}: a page view's thumbnails in one Flow request
     GET /docs             the API reference (api.html: rendered from /openapi.json, nothing from a CDN)
     GET /favicon.ico      the icon (icon.svg)
 
@@ -12,8 +13,11 @@ lives under /ui. The page talks to the same gateway's documented API
 (`POST /search`, `POST /count`); it sends images only as data URIs read from
 the user's file (a gallery image goes by its id), so the encoder's
 image-source policy applies unchanged. Thumbnails are served by gallery id:
-the index keeps them (in its workspace, `thumbnail_files.py`), the gateway asks
-it for one and answers the image's bytes. Imports no torch.
+the index keeps them (in its workspace, `thumbnail_files.py`); the gateway asks
+it once per request for all the ids named (one Flow round trip: a page view's
+cards cost one, not one each) and answers only image formats a browser shows
+(`thumbnail_image`), as bytes for one id or as data URIs for many. A batched
+request is a read: `install_write_guard` leaves it open. Imports no torch.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
+from fastapi import Request  # at module level: FastAPI resolves a route's annotations in this module's globals
 
 from ..errors import RequestError
 from ..filters import parse_filter
@@ -37,6 +42,8 @@ STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "api.js": "text/java
                 "style.css": "text/css; charset=utf-8"}  # api.js: for /docs
 #: What a thumbnail route serves: an image data URI of a format every browser shows (anything else: 404).
 THUMBNAIL_URI = re.compile(r"^data:(image/(?:png|jpeg|gif|webp|bmp));base64,([A-Za-z0-9+/=]+)$")
+#: The page's batched thumbnail route: a POST that only reads (the write guard leaves it open).
+THUMBNAILS_ROUTE = "/ui/thumbnails"
 #: A thumbnail changes when its gallery image is updated: the browser asks again each time (it is small).
 THUMBNAIL_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 #: FastAPI's own documentation pages load their code from a CDN (blank offline): replaced by /docs (api.html).
@@ -64,7 +71,7 @@ def ui_settings(overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]
     if not isinstance(settings["captions"], list):
         raise ValueError(f"MLCL gateway: ui_settings.captions must be a list of texts, got {settings['captions']!r}")
     settings["captions"] = [str(c) for c in settings["captions"]]
-    for key, low in (("examples", 0), ("default_limit", 1), ("max_limit", 1)):
+    for key, low in (("examples", 0), ("default_limit", 1), ("max_limit", 1), ("thumbnails_per_request", 1)):
         try:
             settings[key] = int(settings[key])
         except (TypeError, ValueError):
@@ -135,13 +142,40 @@ def thumbnail_image(uri: Optional[str]) -> Optional[Tuple[bytes, str]]:
         return None
 
 
-def add_ui_routes(app: Any, settings: Dict[str, Any],
-                  thumbnail_of: Optional[Callable[[str], Awaitable[Optional[str]]]] = None) -> Any:
-    """Mount the page's GET routes on a FastAPI app (the gateway's); returns the app.
+ThumbnailsOf = Callable[[List[str]], Awaitable[Dict[str, Optional[str]]]]
 
-    `thumbnail_of(gallery_id)`: the stored thumbnail (a data URI) or None, as the Flow's index answers."""
+
+def thumbnail_ids(body: Any, most: int) -> List[str]:
+    """The gallery ids of a batched thumbnail request (`{"ids": [...]}`), checked; a RequestError names what is wrong."""
+    ids = body.get("ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise RequestError(f'{THUMBNAILS_ROUTE} takes a JSON body {{"ids": [gallery ids, as strings]}}')
+    if len(ids) > most:
+        raise RequestError(f"{THUMBNAILS_ROUTE} takes at most {most} ids per request (ui_settings "
+                           f"thumbnails_per_request), got {len(ids)}: split them")
+    return ids
+
+
+def add_ui_routes(app: Any, settings: Dict[str, Any], thumbnails_of: Optional[ThumbnailsOf] = None) -> Any:
+    """Mount the page's routes on a FastAPI app (the gateway's); returns the app.
+
+    `thumbnails_of(gallery_ids)`: {id: stored thumbnail (a data URI) or None}, as the Flow's index answers them,
+    in one request through the Flow."""
     from fastapi import HTTPException
     from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+    async def shown(ids: Sequence[str]) -> Dict[str, Tuple[str, bytes, str]]:
+        """{id: (data URI, bytes, media type)} of the ids whose thumbnail a browser may show (one Flow request)."""
+        wanted = list(dict.fromkeys(i for i in ids if i))  # the page's cards repeat ids (fused + levels)
+        if not wanted or thumbnails_of is None:
+            return {}
+        found = await thumbnails_of(wanted)
+        out = {}
+        for doc_id in wanted:
+            image = thumbnail_image(found.get(doc_id))
+            if image is not None:
+                out[doc_id] = (found[doc_id], *image)
+        return out
 
     index_html = (STATIC_DIR / "index.html").read_bytes()
     static = {name: ((STATIC_DIR / name).read_bytes(), media) for name, media in STATIC_FILES.items()}
@@ -161,10 +195,24 @@ def add_ui_routes(app: Any, settings: Dict[str, Any],
 
     @app.get("/ui/thumbnail", include_in_schema=False)
     async def _ui_thumbnail(id: str = ""):  # noqa: A002 - the query parameter's name
-        image = thumbnail_image(await thumbnail_of(id)) if id and thumbnail_of is not None else None
+        image = (await shown([id])).get(id)
         if image is None:
             raise HTTPException(status_code=404, detail=f"no thumbnail for gallery id {id!r}")
-        return Response(image[0], media_type=image[1], headers=THUMBNAIL_HEADERS)
+        return Response(image[1], media_type=image[2], headers=THUMBNAIL_HEADERS)
+
+    most = settings["thumbnails_per_request"]
+
+    @app.post(THUMBNAILS_ROUTE, include_in_schema=False)
+    async def _ui_thumbnails(request: Request):
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None  # not JSON: answered as a JSON body of the wrong shape
+        try:
+            ids = thumbnail_ids(body, most)
+        except RequestError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        return JSONResponse({doc_id: image[0] for doc_id, image in (await shown(ids)).items()}, headers=THUMBNAIL_HEADERS)
 
     @app.get("/ui/static/{name}", include_in_schema=False)
     async def _ui_static(name: str):
@@ -176,4 +224,4 @@ def add_ui_routes(app: Any, settings: Dict[str, Any],
     return app
 
 
-__all__ = ["SECURITY_HEADERS", "STATIC_FILES", "add_api_docs", "add_favicon", "add_ui_routes", "thumbnail_image", "ui_settings"]
+__all__ = ["SECURITY_HEADERS", "STATIC_FILES", "THUMBNAILS_ROUTE", "add_api_docs", "add_favicon", "add_ui_routes", "thumbnail_ids", "thumbnail_image", "ui_settings"]

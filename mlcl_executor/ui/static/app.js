@@ -1,7 +1,8 @@
 // The mlcl search page: talks to the Flow that served it (same origin) over its
 // documented HTTP API (POST /search, POST /count). Every text it shows goes
-// through textContent; the only images it shows are data: URIs (an upload it
-// read itself) and gallery thumbnails the Flow serves by id (GET /ui/thumbnail).
+// through textContent; the only images it shows are data: URIs: an upload it
+// read itself, and gallery thumbnails the Flow serves by id (POST /ui/thumbnails,
+// one request for all the cards of an answer).
 "use strict";
 
 const LEVEL_TITLES = {
@@ -13,10 +14,10 @@ const TIMEOUT_MS = 60000;
 
 const state = {
   settings: { title: "mlcl search", captions: [], examples_text: "", examples: 0, default_limit: 10, max_limit: 100, levels: true,
-              facet: null, facet_values: [] },
+              facet: null, facet_values: [], thumbnails_per_request: 400 },
   reference: null, // {image: data URI or null, id: gallery id or null, label: text, preview: false when there is none to show,
                    //  gallery: true for a result, which is sent by its id (the Flow uses the indexed image itself)}
-  steps: [], // [{reference, caption, limit, levels, facet, answer, more}]
+  steps: [], // [{reference, caption, limit, levels, facet, answer, more, thumbnails}]
   current: -1, // index into steps of what the results show
   facet: null, // the value of settings.facet the results are narrowed to (null: all)
   facetValues: [], // the values offered (settings.facet_values, else those seen on cards)
@@ -52,7 +53,8 @@ function setStatus(text, ok) {
 // ------------------------------------------------------------------- the API
 class FlowError extends Error {}
 
-async function post(endpoint, body) {
+// {response, answer} of a JSON POST to this Flow (answer: null when the body is not JSON); FlowError when unreachable.
+async function postJSON(endpoint, body) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
   let response;
@@ -75,6 +77,11 @@ async function post(endpoint, body) {
   } catch (err) {
     answer = null;
   }
+  return { response: response, answer: answer };
+}
+
+async function post(endpoint, body) {
+  const { response, answer } = await postJSON(endpoint, body);
   if (!response.ok) {
     const detail = answer && answer.detail !== undefined ? (typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail)) : response.statusText;
     throw new FlowError("The Flow refused " + endpoint + " (HTTP " + response.status + "): " + detail);
@@ -86,9 +93,41 @@ async function post(endpoint, body) {
 }
 
 // ------------------------------------------------------------------ images
-function thumbnailOf(match) {
-  // served by the Flow from its index's workspace (docs/ui.md); a 404 shows "no thumbnail"
-  return match && match.id !== undefined && match.id !== null ? "thumbnail?id=" + encodeURIComponent(String(match.id)) : null;
+// Gallery thumbnails: the ids of what is rendered go to the Flow in one POST /ui/thumbnails (docs/ui.md), which
+// answers {id: data URI} for those it has. `known` (one per answer: a new search asks again, so an updated gallery
+// image shows its new thumbnail) maps id -> Promise of a data URI or null; re-rendering asks only for new ids.
+function requestThumbnails(ids, known) {
+  const fresh = Array.from(new Set(ids.map(String))).filter((id) => !known.has(id));
+  const most = Math.max(1, state.settings.thumbnails_per_request || 1);
+  for (let i = 0; i < fresh.length; i += most) {
+    const chunk = fresh.slice(i, i + most);
+    const answer = fetchThumbnails(chunk);
+    for (const id of chunk) known.set(id, answer.then((found) => shownThumbnail(found, id)));
+  }
+  return known;
+}
+
+async function fetchThumbnails(ids) {
+  try {
+    const { response, answer } = await postJSON("/ui/thumbnails", { ids: ids });
+    return response.ok && answer && typeof answer === "object" ? answer : {};
+  } catch (err) {
+    return {}; // the cards say "no thumbnail"; an unreachable Flow is reported by the search itself
+  }
+}
+
+// The formats the Flow answers (mlcl_executor/ui/routes.py THUMBNAIL_URI): anything else is not shown.
+const THUMBNAIL_URI = /^data:image\/(?:png|jpeg|gif|webp|bmp);base64,/;
+
+function shownThumbnail(found, id) {
+  const uri = Object.prototype.hasOwnProperty.call(found, id) ? found[id] : null;
+  return typeof uri === "string" && THUMBNAIL_URI.test(uri) ? uri : null;
+}
+
+function thumbnailNode(pending, alt) {
+  const box = el("div", "no-thumb loading");
+  pending.then((uri) => box.replaceWith(imageNode(uri, alt)));
+  return box;
 }
 
 function imageNode(uri, alt) {
@@ -162,30 +201,36 @@ async function useFile(file) {
   $("caption").focus();
 }
 
-function useMatch(match) {
+function useMatch(match, thumbnail) {
   // Sent by its gallery id, not its thumbnail: the Flow fuses the indexed image's own features (docs/serving.md).
-  const uri = thumbnailOf(match);
   hideMessage();
-  setReference({ image: uri, id: match.id, label: match.id, gallery: true, preview: uri !== null });
+  const reference = { image: null, id: match.id, label: match.id, gallery: true, preview: false };
+  setReference(reference);
+  thumbnail.then((uri) => { // (already there when its card shows it: no flicker)
+    reference.image = uri;
+    reference.preview = uri !== null;
+    if (uri !== null && state.reference === reference) setReference(reference);
+  });
   $("caption").value = "";
   $("caption").focus();
 }
 
 // ------------------------------------------------------------------- cards
-function card(match, rank, score, badge, mini) {
+function card(match, rank, score, badge, mini, thumbnails) {
   const fig = el("figure", mini ? "card mini" : "card");
   fig.tabIndex = 0;
   fig.setAttribute("role", "button");
   fig.dataset.id = String(match.id);
   fig.title = "make " + match.id + " the next reference";
-  fig.appendChild(imageNode(thumbnailOf(match), "gallery image " + match.id));
+  const thumbnail = thumbnails.get(String(match.id));
+  fig.appendChild(thumbnailNode(thumbnail, "gallery image " + match.id));
   const cap = el("figcaption");
   if (rank !== null) cap.appendChild(el("span", "rank", "#" + rank));
   if (typeof score === "number") cap.appendChild(el("span", "score", score.toFixed(3)));
   cap.appendChild(el("span", "id", match.id));
   if (badge) cap.appendChild(el("span", "badge", badge));
   fig.appendChild(cap);
-  const pick = () => useMatch(match);
+  const pick = () => useMatch(match, thumbnail);
   fig.addEventListener("click", pick);
   fig.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(); } });
   return fig;
@@ -199,8 +244,12 @@ function renderAnswer(step) {
   const scores = doc.scores || [];
   const narrowed = step.facet !== null && step.facet !== undefined ? " (" + state.settings.facet + ": " + step.facet + ")" : "";
   $("results-info").textContent = "for " + step.reference.label + (step.caption ? " + \u201c" + step.caption + "\u201d" : " (image only)") + narrowed;
+  const perLevel = step.levels ? doc.levels || [] : [];
+  // every card of the answer (fused and per level) in one thumbnail request
+  const shown = matches.concat(...perLevel.map((level) => level.matches || []));
+  step.thumbnails = requestThumbnails(shown.map((m) => m.id), step.thumbnails || new Map());
   if (!matches.length) results.appendChild(el("p", "muted", "No results: the gallery is empty, or every image was left out."));
-  matches.forEach((m, i) => results.appendChild(card(m, i + 1, scores[i], null)));
+  matches.forEach((m, i) => results.appendChild(card(m, i + 1, scores[i], null, false, step.thumbnails)));
   learnFacetValues(matches);
   $("more-button").hidden = !step.more;
 
@@ -208,7 +257,6 @@ function renderAnswer(step) {
   const rows = $("levels-rows");
   clear(rows);
   const fusedRank = new Map(matches.map((m, i) => [m.id, i + 1]));
-  const perLevel = doc.levels || [];
   if (!step.levels) {
     levels.hidden = true;
     return;
@@ -225,7 +273,7 @@ function renderAnswer(step) {
     const grid = el("div", "list");
     (level.matches || []).forEach((m, i) => {
       const fused = fusedRank.get(m.id);
-      grid.appendChild(card(m, i + 1, (level.scores || [])[i], fused ? "fused #" + fused : null, true));
+      grid.appendChild(card(m, i + 1, (level.scores || [])[i], fused ? "fused #" + fused : null, true, step.thumbnails));
     });
     row.appendChild(grid);
     rows.appendChild(row);
@@ -437,7 +485,8 @@ async function loadExamples() {
     });
     const doc = answer.data[0] || {};
     if (doc.error) throw new FlowError(doc.error);
-    for (const m of doc.matches || []) strip.appendChild(card(m, null, null, null));
+    const thumbnails = requestThumbnails((doc.matches || []).map((m) => m.id), new Map());
+    for (const m of doc.matches || []) strip.appendChild(card(m, null, null, null, false, thumbnails));
     learnFacetValues(doc.matches || []);
     if (!(doc.matches || []).length) strip.appendChild(el("p", "muted small", "(the gallery is empty)"));
   } catch (err) {
