@@ -39,6 +39,7 @@ from .image_source import ImagePolicy, ImageSourceError, Uses, load_image
 from .thumbnails import make_thumbnail
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PIPE_BYTES = 1 << 20  # the default cap of an unprivileged pipe (/proc/sys/fs/pipe-max-size)
 
 #: One image's outcome: (pixels, thumbnail data URI or None), or why it could not be used.
 Decoded = Union[Tuple[np.ndarray, Optional[str]], str]
@@ -101,6 +102,17 @@ def resolve_workers(setting: Union[int, str], device: str, model_threads: int) -
 
 class WorkerDied(RuntimeError):
     """A decode worker process ended while it held images."""
+
+
+def widen_pipe(stream: Any) -> None:
+    """Let a pipe hold up to PIPE_BYTES (Linux; elsewhere, or above the system's cap, it keeps its size):
+    a photo of several MB then crosses in a few writes, not a hundred 64 KB ones each waking the other side."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):
+        pass
 
 
 def write_frame(stream: Any, data: bytes) -> None:
@@ -196,6 +208,8 @@ class _Worker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen([sys.executable, "-m", "mlcl_executor.decode_worker", str(os.getpid())],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            widen_pipe(stream)
         self._lock = threading.Lock()  # guards `_pending` and `dead`
         self._pending: Dict[int, Future] = {}
         self._ids = itertools.count()

@@ -150,3 +150,21 @@ def test_large_chunks_in_flight_together_do_not_block(spec):
         assert ticks > 1  # the loop ran while the workers decoded
     finally:
         decoder.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("fcntl"), "F_GETPIPE_SZ"), reason="pipe sizes are a Linux feature")
+def test_worker_pipes_hold_a_photo_in_few_writes(spec):
+    """The pipes to and from a worker are widened (a photo of several MB in a few writes, not a hundred)."""
+    import fcntl
+
+    from mlcl_executor.decoding import PIPE_BYTES
+
+    cap = int(open("/proc/sys/fs/pipe-max-size").read())
+    decoder = ImageDecoder(spec, workers=1)
+    try:
+        worker = decoder._worker()
+        for stream in (worker.proc.stdin, worker.proc.stdout):
+            assert fcntl.fcntl(stream.fileno(), fcntl.F_GETPIPE_SZ) >= min(PIPE_BYTES, cap)
+        assert decoder.decode(values()[:1])[0][0].shape == (32, 32, 3)
+    finally:
+        decoder.close()
