@@ -28,7 +28,7 @@ import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -325,9 +325,21 @@ class ImageDecoder:
 
     async def decode_async(self, values: Sequence[Any], thumbnails: bool = False) -> List[Decoded]:
         """Decode `values` without blocking the event loop (inline, so blocking, with 0 workers)."""
+        return await self.decode_soon(values, thumbnails)
+
+    def decode_soon(self, values: Sequence[Any], thumbnails: bool = False) -> Awaitable[List[Decoded]]:
+        """Start decoding `values` now (queued to the workers in order; with 0 workers: decoded here, now) and
+        return what to await for the results, so that a caller can queue several parts before awaiting one."""
         if not self._workers:
-            return decode_many(values, self.spec, thumbnails)
-        submitted = self._submit(values, thumbnails)
+            done = decode_many(values, self.spec, thumbnails)
+
+            async def ready() -> List[Decoded]:
+                return done
+
+            return ready()
+        return self._collect(self._submit(values, thumbnails))
+
+    async def _collect(self, submitted: List[Tuple[int, Future]]) -> List[Decoded]:
         results = await asyncio.gather(*(asyncio.wrap_future(f) for _, f in submitted), return_exceptions=True)
         out: List[Decoded] = []
         for (n, _), result in zip(submitted, results):

@@ -7,7 +7,8 @@ job and writes the answers back. Images are decoded to pixels in worker
 processes (`decoding.py`).
 
 The bulk endpoints (`/index`, `/update`, `/encode`) are coroutines: they await
-the decoding, which overlaps the previous request's model call on another core,
+the decoding, which overlaps the previous request's model call on another core
+(and, for a request larger than `batch_size`, its own earlier parts' calls),
 and run the model in the event loop's own thread (a plain endpoint runs in a
 thread beside the loop, and the two take turns at the GIL); `/search` and the
 docarray endpoints are plain functions (docs/performance.md says why, with the
@@ -151,7 +152,7 @@ class MLCLEncoder(Executor):
         with a vector and no image are checked (width, finite, `tags["mlcl_model"]` = this model's id) and passed
         on without model work (vectors.py)."""
         items = typed_docs.items(docs)
-        await self._run_async(self.pipeline.job(items, as_query=False, thumbnails=self.thumbnail_size > 0))
+        await self._run_async(self.pipeline.jobs(items, as_query=False, thumbnails=self.thumbnail_size > 0))
         typed_docs.answer(docs, items)
         return docs
 
@@ -198,7 +199,7 @@ class MLCLEncoder(Executor):
         In a Flow, requests whose documents `proto_docs` can read are answered by `encode_proto` instead
         (the same work, without building docarray documents)."""
         items = typed_docs.items(docs)
-        await self._run_async(self.pipeline.job(items, as_query=self._encode_as(parameters)))
+        await self._run_async(self.pipeline.jobs(items, as_query=self._encode_as(parameters)))
         typed_docs.answer(docs, items)
         return docs
 
@@ -208,7 +209,7 @@ class MLCLEncoder(Executor):
         items = proto_docs.items(docs)
         if items is None:
             return False
-        await self._run_async(self.pipeline.job(items, as_query=as_query))
+        await self._run_async(self.pipeline.jobs(items, as_query=as_query))
         proto_docs.answer(docs, items)
         return True
 
@@ -239,17 +240,26 @@ class MLCLEncoder(Executor):
 
     # ---------------------------------------------------- running a job
     # The one pipeline, waited for in two ways: a plain endpoint decodes in its own thread; a coroutine awaits
-    # the decode workers (other requests go on meanwhile) and lets the loop serve others between model calls.
+    # the decode workers part by part (other requests go on meanwhile) and lets the loop serve others between
+    # model calls.
     def _run(self, job: Job) -> None:
         job.decoded(self.decoder.decode(job.images, job.thumbnails))
         for _ in job.model_calls():
             pass
 
-    async def _run_async(self, job: Job) -> None:
+    async def _run_async(self, jobs: List[Job]) -> None:
         async with self._in_flight:
-            job.decoded(await self.decoder.decode_async(job.images, job.thumbnails))
-            for _ in job.model_calls():
-                await asyncio.sleep(0)
+            # Every part's images are queued to the decode workers at once, in order: while the model runs a
+            # part, the workers decode the next ones (pipeline.jobs).
+            pending = [self.decoder.decode_soon(job.images, job.thumbnails) for job in jobs]
+            try:
+                for job, decoding in zip(jobs, pending):
+                    job.decoded(await decoding)
+                    for _ in job.model_calls():
+                        await asyncio.sleep(0)
+            finally:
+                for decoding in pending:
+                    decoding.close()  # the parts not awaited (an error stopped the request): no "never awaited"
 
     def close(self) -> None:
         self.decoder.close()

@@ -8,7 +8,7 @@ document families turn documents into items and write the answers back:
 `typed_docs.py` (our schemas), `proto_docs.py` (the request's protobuf),
 `standard_docs.py` (docarray's ImageDoc / TextDoc).
 
-A `Job` is one request: `images` to decode (the endpoint decodes them, in its
+A `Job` is one request (or one part of it, `jobs`): `images` to decode (the endpoint decodes them, in its
 thread or awaiting the decode workers), `decoded(results)`, then `model_calls()`,
 which runs the model chunk by chunk and yields between calls (a coroutine endpoint
 lets the event loop serve other requests there). All model work is batched: a
@@ -71,6 +71,13 @@ class EncodingPipeline:
     def job(self, items: Sequence[Item], as_query: bool, levels: bool = False, thumbnails: bool = False) -> "Job":
         """`as_query`: query vectors (composed, image-only or text-only), else gallery vectors of images."""
         return Job(self, items, as_query, levels, thumbnails)
+
+    def jobs(self, items: Sequence[Item], as_query: bool, levels: bool = False, thumbnails: bool = False) -> List["Job"]:
+        """`job` in parts of at most `batch_size` items, in order: a part's model call can run while the decode
+        workers read the next parts' images (one job decodes all its images before its first model call).
+        A request mixing query kinds may take a few more, smaller model calls than as one job."""
+        size = self.batch_size
+        return [Job(self, items[lo : lo + size], as_query, levels, thumbnails) for lo in range(0, len(items), size)]
 
 
 class Job:

@@ -45,6 +45,31 @@ def test_gallery_vectors_are_unit_norm_and_batched(encoder):
     assert encoder.calls["image"] == [4, 4, 2]  # batch_size 4: three model calls, not ten
 
 
+def test_a_large_request_is_decoded_ahead_of_its_model_calls(make_encoder):
+    """A request larger than batch_size goes in parts: every part's images are queued to the decode workers
+    before the first model call (the workers decode the next parts while the model runs); the answers are
+    those of the request as one piece, a bad image still its own error."""
+    piped = make_encoder(batch_size=4, decode_workers=1)
+    inline = make_encoder(batch_size=4, decode_workers=0)
+    events = []
+    decode_soon, encode_gallery = piped.decoder.decode_soon, piped.model.encode_gallery
+    piped.decoder.decode_soon = lambda values, thumbnails=False: (events.append(("decode", len(values))),
+                                                                 decode_soon(values, thumbnails))[1]
+    piped.model.encode_gallery = lambda images: (events.append(("model", images.shape[0])), encode_gallery(images))[1]
+
+    def docs():
+        return DocList[GalleryDoc]([GalleryDoc(id=f"g{i}", image=b"not an image" if i == 5 else png_bytes(COLOURS[i % 6], (30 + i, 20)))
+                                    for i in range(10)])
+
+    out, expected = run_endpoint(piped.encode_gallery(docs=docs())), run_endpoint(inline.encode_gallery(docs=docs()))
+    assert events == [("decode", 4)] * 2 + [("decode", 2)] + [("model", 4), ("model", 3), ("model", 2)]
+    assert out[5].embedding is None and out[5].error == expected[5].error and "g5" in out[5].error
+    for got, want in zip(out, expected):
+        if want.embedding is not None:
+            np.testing.assert_allclose(got.embedding, want.embedding, atol=1e-6)
+            assert got.tags["thumbnail"] == want.tags["thumbnail"]
+
+
 def test_mixed_queries_are_grouped_and_match_the_model(encoder):
     encoder.calls["query"].clear()
     red, blue = png_bytes(COLOURS[0]), png_bytes(COLOURS[2])
