@@ -16,7 +16,7 @@ Backends:
   store-milvus      Milvus Lite (FLAT), the filter as a boolean expression over the JSON field `tags`
 
     .venv/bin/python bench/filtered_search.py --quick          # 10k vectors, seconds
-    /work/tools/timed .venv/bin/python bench/filtered_search.py  # 100k: build ~2 min (hnsw), queries ~1 min
+    .venv/bin/python bench/filtered_search.py  # 100k: build ~2 min (hnsw), queries ~1 min
 """
 
 from __future__ import annotations

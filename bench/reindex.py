@@ -7,7 +7,7 @@ reading the stored documents, re-encoding every image from its file (DataLoader 
 encode`), building the fresh index and swapping it in. No Flow runs, so the swap does not wait.
 
     .venv/bin/python bench/reindex.py --n 6000
-    /work/tools/timed .venv/bin/python bench/reindex.py --n 6000     # (a timing others must not disturb)
+    .venv/bin/python bench/reindex.py --n 6000     # (a timing others must not disturb)
 
 Needs the shapes test split: `mlcl data shapes --splits test` (7,500 images at the default sizes).
 """
