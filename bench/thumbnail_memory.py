@@ -79,8 +79,9 @@ def run_worker(args: argparse.Namespace) -> Dict[str, Any]:
     quiet_jina()
     bases = base_thumbnails() if args.mode != "none" else []
     with tempfile.TemporaryDirectory(prefix="thumbmem-") as ws:
+        # the store's defaults, as a user gets them (hnsw: capacity doubles from max_elements as the index grows)
         indexer = MLCLIndexer(backend=args.backend, dim=args.dim, persistence={"fsync": args.fsync},
-                              hnsw={"max_elements": args.size}, metas={"name": "indexer", "workspace": ws})
+                              metas={"name": "indexer", "workspace": ws})
         if args.mode == "tags":
             indexer.thumbnails = None  # as before thumbnail files: the thumbnail stays in the store's tags
         rng = np.random.default_rng(0)
@@ -102,7 +103,8 @@ def run_worker(args: argparse.Namespace) -> Dict[str, Any]:
                     tags["thumbnail"] = unique_thumbnail(bases[i % len(bases)], i)
                     thumb_bytes += len(tags["thumbnail"])
                 docs.append(GalleryDoc(id=ids[i], embedding=vecs[j], tags=tags))
-            answer = indexer.index(DocList[GalleryDoc](docs))
+            # as a Flow delivers them: through protobuf (each document with its own copy of each tag name)
+            answer = indexer.index(DocList[GalleryDoc].from_protobuf(DocList[GalleryDoc](docs).to_protobuf()))
             assert all(d.error is None for d in answer)
             del docs, answer, vecs
         index_s = time.perf_counter() - start

@@ -110,6 +110,21 @@ def test_bad_rows_are_rejected_before_anything_is_written(tmp_path):
         store.search(np.ones((1, 5)), 3)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stored_tags_share_their_keys(tmp_path, backend):
+    """Each document of a request arrives with its own copy of each tag name (protobuf); the store keeps one
+    (a store of 1M documents holds each key once, not 1M times), and the tags read back are equal."""
+    store = create_store(backend, D, tmp_path)
+    names = ["".join(["mlcl_feature", "_norm"]) for _ in range(3)]  # equal strings, three objects
+    assert names[0] is not names[1]
+    store.upsert([{"id": f"g{i}", "embedding": np.ones(D) + i, "tags": {names[i]: 1.0 + i, "path": f"/p/{i}"}}
+                  for i in range(3)])
+    found = store.lookup(["g0", "g1", "g2"])
+    keys = [next(iter(tags)) for _, tags in found]
+    assert keys[0] is keys[1] is keys[2] and [tags["mlcl_feature_norm"] for _, tags in found] == [1.0, 2.0, 3.0]
+    store.close()
+
+
 def test_hnsw_deletes_reinserts_and_capacity(tmp_path):
     rng = np.random.default_rng(2)
     vectors = unit(rng.normal(size=(300, D)))
