@@ -371,11 +371,16 @@ def measure(backbone: str, precision: str, args: argparse.Namespace, photos: Pat
         row["flow"] = run_flow(photos, ckpt, device, precision, best, work, args.queries)
         row["flow_over_bare_forward"] = row["flow"]["index_images_per_s"] / best["images_per_s"]
         if device == "cpu":
-            # The Flow's ceiling on this machine: the bare forward's CPU seconds over all the CPU seconds the
-            # Flow's processes and the client spent (decoding and moving the photos are not in the bare forward).
-            forward_cpu_s = row["flow"]["index_images"] / best["images_per_s"] * best["threads"]
-            row["flow_cpu_ceiling"] = forward_cpu_s / row["flow"]["index_cpu_s"]["total"]
-            row["flow_by_path_cpu_ceiling"] = forward_cpu_s / row["flow"]["by_path_index_cpu_s"]["total"]
+            # The Flow's ceiling on this machine: the rate at which all its cores would spend the CPU seconds
+            # the Flow's processes and the client spent (decoding and moving the photos are not in the bare
+            # forward), over the bare forward's rate.
+            cores = len(os.sched_getaffinity(0))
+
+            def ceiling(cpu: Dict[str, float]) -> float:
+                return row["flow"]["index_images"] * cores / cpu["total"] / best["images_per_s"]
+
+            row["flow_cpu_ceiling"] = ceiling(row["flow"]["index_cpu_s"])
+            row["flow_by_path_cpu_ceiling"] = ceiling(row["flow"]["by_path_index_cpu_s"])
         row["flow_by_path_over_bare_forward"] = row["flow"]["by_path_index_images_per_s"] / best["images_per_s"]
     if "encode" in row:
         row["encode_over_bare_forward"] = row["encode"]["images_per_s"] / best["images_per_s"]
