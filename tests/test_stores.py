@@ -119,9 +119,15 @@ def test_stored_tags_share_their_keys(tmp_path, backend):
     assert names[0] is not names[1]
     store.upsert([{"id": f"g{i}", "embedding": np.ones(D) + i, "tags": {names[i]: 1.0 + i, "path": f"/p/{i}"}}
                   for i in range(3)])
-    found = store.lookup(["g0", "g1", "g2"])
-    keys = [next(iter(tags)) for _, tags in found]
-    assert keys[0] is keys[1] is keys[2] and [tags["mlcl_feature_norm"] for _, tags in found] == [1.0, 2.0, 3.0]
+    store.upsert([{"id": "g3", "embedding": np.ones(D) - 2, "tags": {"".join(["mlcl_feature", "_norm"]): 4.0}}])
+    for reopened in (False, True):  # and as the write-ahead log or the snapshot brings them back
+        if reopened:
+            store.close()
+            store = create_store(backend, D, tmp_path)
+        found = store.lookup(["g0", "g1", "g2", "g3"])
+        keys = [next(iter(tags)) for _, tags in found]
+        assert all(k is keys[0] for k in keys), reopened
+        assert [tags["mlcl_feature_norm"] for _, tags in found] == [1.0, 2.0, 3.0, 4.0]
     store.close()
 
 

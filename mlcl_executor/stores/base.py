@@ -76,6 +76,11 @@ class Batch:
     uris: List[Optional[str]]
     tags: List[Dict[str, Any]]
 
+    def __post_init__(self) -> None:
+        # Every write reaches a store as a Batch (a request, a log record replayed, a converted workspace):
+        # the tags it keeps are copies whose names are shared by all its documents.
+        self.tags = [shared_keys(t) for t in self.tags]
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -108,13 +113,14 @@ class Batch:
             [rows[p]["id"] for p in keep],
             vectors,
             [rows[p].get("uri") for p in keep],
-            [shared_keys(rows[p].get("tags")) for p in keep],
+            [rows[p].get("tags") for p in keep],
         )
 
 
 def shared_keys(tags: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """A copy of `tags` whose keys are interned: a request's documents arrive with their own copy of each tag
-    name (protobuf), and a store keeps them for every document it holds (~66 B a key a document)."""
+    name (protobuf, a log record's JSON), and a store keeps them for every document it holds (~66 B a key a
+    document)."""
     return {sys.intern(k) if type(k) is str else k: v for k, v in (tags or {}).items()}
 
 

@@ -35,7 +35,7 @@ def _batch(docs: Iterable[Any], dim: int) -> Batch:
     vectors = np.empty((len(docs), dim), dtype=np.float32)
     for i, doc in enumerate(docs):
         vectors[i] = np.asarray(doc.embedding, dtype=np.float32).reshape(dim)
-    return Batch([d.id for d in docs], vectors, [d.uri for d in docs], [dict(d.tags or {}) for d in docs])
+    return Batch([d.id for d in docs], vectors, [d.uri for d in docs], [d.tags for d in docs])
 
 
 def read_memory_snapshot(path: Path, dim: int) -> Batch:
