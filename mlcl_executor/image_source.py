@@ -40,6 +40,11 @@ from mlcl.pixels import PixelSpec
 # covers exotic formats with a history of parser bugs).
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 
+# Why a server refuses an absolute path (clients such as `mlcl index --by-path` recognise them in an error).
+PATHS_DISABLED = "local paths are disabled on this server (no image_roots configured)"
+OUTSIDE_ROOTS = "path is outside the allowed image roots"
+PATH_REFUSALS = (PATHS_DISABLED, OUTSIDE_ROOTS)
+
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*):")
 _DRIVE = re.compile(r"^[a-zA-Z]:[\\/]")  # "C:\..." is a path, not a URL scheme
 
@@ -167,7 +172,7 @@ def _data_uri_bytes(uri: str, policy: ImagePolicy) -> bytes:
 
 def _load_path(raw: str, policy: ImagePolicy, uses: Uses) -> Image.Image:
     if not policy.roots:
-        raise ImageSourceError("local paths are disabled on this server (no image_roots configured)")
+        raise ImageSourceError(PATHS_DISABLED)
     path = Path(raw).expanduser()
     candidates = [path] if path.is_absolute() else [root / path for root in policy.roots]
     for candidate in candidates:
@@ -182,7 +187,7 @@ def _load_path(raw: str, policy: ImagePolicy, uses: Uses) -> Image.Image:
         if path.is_absolute():
             raise ImageSourceError("no such file")
     if path.is_absolute():
-        raise ImageSourceError("path is outside the allowed image roots")
+        raise ImageSourceError(OUTSIDE_ROOTS)
     raise ImageSourceError("no such file under the allowed image roots (or it escapes them)")
 
 
@@ -280,6 +285,6 @@ def is_server_path(uri: Any) -> bool:
 
 
 __all__: Sequence[str] = [
-    "ALLOWED_FORMATS", "FULL_SIZE", "ImagePolicy", "ImageSourceError", "Uses", "decode_bytes", "describe", "file_to_data_uri",
+    "ALLOWED_FORMATS", "FULL_SIZE", "OUTSIDE_ROOTS", "PATHS_DISABLED", "PATH_REFUSALS", "ImagePolicy", "ImageSourceError", "Uses", "decode_bytes", "describe", "file_to_data_uri",
     "from_array", "image_uri", "is_server_path", "load_image", "to_data_uri",
 ]

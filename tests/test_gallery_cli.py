@@ -111,6 +111,11 @@ def test_index_by_path(flow, folders, roots, capsys, monkeypatch):
     assert cli(capsys, "count", *port)[1].startswith("0 documents")
 
     shop = shutil.copytree(folders / "shop1", roots / "shop1")
+    (shop / "img0.png").write_bytes(b"not an image")  # the first file: a bad image is reported, not a refusal
+    code, out, err = cli(capsys, "index", str(shop), "--id-prefix", "path/", "--by-path", "--no-progress", *port)
+    assert code == 1 and "indexed 2 of 3 images" in out and len(err) == 1 and "path/img0.png" in err[0], (out, err)
+    assert cli(capsys, "clear", "--yes", *port)[0] == 0
+    shutil.copy(folders / "shop1" / "img0.png", shop / "img0.png")
     code, out, _ = cli(capsys, "index", str(shop), "--id-prefix", "bytes/", "--no-progress", *port)
     assert code == 0 and "indexed 3 of 3 images" in out
     code, out, err = cli(capsys, "index", str(shop), "--id-prefix", "path/", "--by-path", "--no-progress", *port)

@@ -10,8 +10,10 @@ Images are read here and sent as bytes, so the server needs no access to
 the files. `--by-path` sends their absolute paths instead and the Flow reads
 the files itself (the same machine or a shared disk; the encoder must allow
 the folder: `mlcl serve --image-root DIR`): nothing is copied through the
-gateway, which leaves that CPU to the model (docs/performance.md). Ids: a document's id is its path relative to the folder given,
-with its extension (`mlcl index gallery/` indexes `gallery/shirts/a.png` as
+gateway, which leaves that CPU to the model (docs/performance.md).
+
+Ids: a document's id is its path relative to the folder given, with its
+extension (`mlcl index gallery/` indexes `gallery/shirts/a.png` as
 `shirts/a.png`); a file named on its own gets its file name (`a.png`). Its
 tags hold the absolute path (`tags.path`: stored, not shown in answers unless
 the indexer has `expose_paths`) and the SHA-256 of the file (`tags.sha256`),
@@ -137,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         before = index_count(client)
         if args.by_path and (refused := path_refused(client, items[0])):
-            print(f"mlcl index: the Flow cannot read {items[0][1]} ({refused}); start it with --image-root "
-                  f"covering the folder, or index without --by-path", file=sys.stderr)
+            print(f"mlcl index: the Flow does not read files by path here ({refused}); start it with --image-root "
+                  f"covering {items[0][1].parent}, or index without --by-path", file=sys.stderr)
             return 2
         with tqdm(total=len(items), unit="img", desc="indexing", disable=args.no_progress) as bar:
             def answered(answer) -> None:  # noqa: ANN001
@@ -170,15 +172,17 @@ def gallery_doc(doc_id: str, path: Path, by_path: bool):  # noqa: ANN201 - a Gal
 
 
 def path_refused(client, item: tuple[str, Path]) -> str | None:  # noqa: ANN001 - a FlowClient
-    """Why the Flow cannot read `item` by its path (None: it can). `/encode` as a gallery image: nothing is stored."""
+    """Why the Flow refuses to read files by path, tried on `item` (None: it reads them; an image it cannot decode
+    is not a refusal: it is reported with the others). `/encode` as a gallery image: nothing is stored."""
     from docarray import DocList
 
+    from mlcl_executor.image_source import PATH_REFUSALS
     from mlcl_executor.schemas import GalleryDoc
 
     answer = client.post("/encode", DocList[GalleryDoc]([gallery_doc(*item, by_path=True)]), parameters={"as": "gallery"},
                          return_type=DocList[GalleryDoc])
-    error = answer[0].error if len(answer) else "no answer"
-    return error.split(": ", 1)[-1] if error else None
+    error = answer[0].error if len(answer) else None
+    return next((why for why in PATH_REFUSALS if error and why in error), None)
 
 
 def post_in_groups(client, items: list[tuple[str, Path]], size: int, on_answer, by_path: bool = False) -> None:  # noqa: ANN001
